@@ -1,0 +1,1 @@
+"""The paper's baselines, each a ``runner.method.Method`` the shared loop drives through its hooks."""

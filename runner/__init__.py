@@ -1,0 +1,1 @@
+"""The shared runner: data, metrics, backbones, the training loop and run records."""

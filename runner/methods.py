@@ -1,0 +1,66 @@
+"""Method registry: ``method.kind`` in the Hydra config -> a ``Method`` wrapping the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from baselines.lora import LoRA
+from baselines.simple import BitFit, FullFineTuning
+from triadapt import TriAdaptConfig, TriAdaptModel
+
+from .method import Method
+
+
+@dataclass
+class RunContext:
+    """What a method may know about the run."""
+
+    total_steps: int  # T, optimizer steps
+    scale: Callable[[int], int]  # maps a paper step count to this run's (schedule scaling)
+    seed: int
+    target_modules: list[str]
+
+
+class TriAdaptMethod(Method):
+    """TriAdaptLoRA (linear, nonlinear or fixed-k) behind the loop's hooks."""
+
+    name = "triadapt"
+
+    def __init__(self, model, method_cfg, ctx: RunContext):
+        m = method_cfg
+        config = TriAdaptConfig(
+            target_modules=list(ctx.target_modules), total_steps=ctx.total_steps, r_init=m.r_init, r_ref=m.r_ref,
+            delta_r=m.delta_r, alpha=m.alpha, dropout=m.dropout, mode=m.mode, fixed_k=m.fixed_k,
+            t0=ctx.scale(m.t0), interval=ctx.scale(m.interval), normalization=m.normalization,
+            orth_reg_weight=m.orth_reg_weight, orth_squared=m.orth_squared, rounding=m.rounding,
+            budget_exact=m.budget_exact, seed=ctx.seed)
+        config.check_schedule()
+        self.tri = TriAdaptModel(model, config)
+        self.new_group_schedule = m.new_group_schedule
+        super().__init__(self.tri)
+
+    def regularizer(self):
+        return self.tri.orthogonal_regularizer() if self.tri.config.orth_reg_weight > 0 else None
+
+    def before_optimizer_step(self, step: int):
+        return self.tri.grow(step)
+
+    def summary(self) -> dict:
+        return {"rank_pattern": self.tri.rank_pattern(), "total_rank": self.tri.total_rank(),
+                "budget": self.tri.config.r_ref * len(self.tri.layer_names),
+                "growth_history": self.tri.growth_history,
+                "schedule": {"t0": self.tri.config.t0, "interval": self.tri.config.interval}}
+
+
+def build_method(method_cfg, model, ctx: RunContext) -> Method:
+    kind = method_cfg.kind
+    if kind == "full_ft":
+        return FullFineTuning(model)
+    if kind == "bitfit":
+        return BitFit(model)
+    if kind == "lora":
+        return LoRA(model, ctx.target_modules, method_cfg.r, method_cfg.alpha, method_cfg.dropout)
+    if kind == "triadapt":
+        return TriAdaptMethod(model, method_cfg, ctx)
+    raise ValueError(f"method.kind={kind!r}; valid: full_ft, bitfit, lora, triadapt")

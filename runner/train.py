@@ -1,0 +1,155 @@
+"""The training loop: one run from a resolved config to a run record, top to bottom."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+from transformers import set_seed
+
+from . import records
+from .data import EncodedSplit, eval_loader, load_glue, train_loader
+from .methods import RunContext, build_method
+from .metrics import glue_metrics
+from .models import count_trainable, load_model, load_tokenizer, set_trainable
+from .optim import add_param_group, build_optimizer
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@torch.no_grad()
+def evaluate(model, loaders: dict, task_cfg) -> dict[str, dict[str, float]]:
+    model.eval()
+    out = {}
+    for split, loader in loaders.items():
+        predictions, labels = [], []
+        for batch in loader:
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            predictions.append(logits.squeeze(-1) if task_cfg.labels is None else logits.argmax(-1))
+            labels.append(batch["labels"])
+        out[split] = glue_metrics(task_cfg.name, torch.cat(predictions).numpy(), torch.cat(labels).numpy())
+    model.train()
+    return out
+
+
+def batches_forever(dataset, tokenizer, batch_size: int, seed: int, group_by_length: bool):
+    """Micro-batches epoch after epoch; epoch e's order depends only on (seed, e)."""
+    epoch = 0
+    while True:
+        yield from train_loader(dataset, tokenizer, batch_size, seed, epoch, group_by_length)
+        epoch += 1
+
+
+def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
+    started = time.time()
+    task, train_cfg = cfg.task, cfg.train
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    set_seed(cfg.seed)
+
+    # 1. Data: tokenized once, truncated to the task's max length, padded per batch.
+    splits, data_source = load_glue(task, cfg.data.dir)
+    tokenizer = load_tokenizer(cfg.model)
+    train_set = EncodedSplit(splits["train"], tokenizer, task.max_seq_length)
+    eval_loaders = {name: eval_loader(EncodedSplit(splits[name], tokenizer, task.max_seq_length), tokenizer,
+                                      train_cfg.eval_batch_size) for name in task.eval_files}
+
+    # 2. Step budget. T counts optimizer steps; paper settings in steps are scaled by T / T_paper.
+    steps_per_epoch = math.ceil(len(train_set) / (train_cfg.batch_size * train_cfg.grad_accum))
+    paper_steps = task.epochs * steps_per_epoch
+    total_steps = train_cfg.max_steps or paper_steps
+    factor = total_steps / paper_steps if (train_cfg.max_steps and train_cfg.scale_schedule) else 1.0
+
+    def scale(steps: int) -> int:
+        return max(1, round(steps * factor))
+
+    warmup = scale(train_cfg.warmup_steps)
+    eval_every = train_cfg.eval_every or min(steps_per_epoch, total_steps)
+
+    # 3. Model and method. Every method but full fine-tuning also trains the classifier and pooler.
+    num_labels = 1 if task.labels is None else len(task.labels)
+    model = load_model(cfg.model, num_labels, task.cls_dropout, cfg.seed)
+    method = build_method(cfg.method, model, RunContext(total_steps, scale, cfg.seed, list(cfg.model.target_modules)))
+    set_trainable(method.model, list(cfg.model.head_modules))
+    trainable_at_start = count_trainable(method.model)
+    optimizer, scheduler = build_optimizer(method.model, train_cfg.lr, train_cfg.weight_decay, warmup, total_steps)
+
+    # 4. The loop. Hook order per optimizer step (see runner/method.py):
+    #    regularizer -> backward -> clip -> before_optimizer_step (growth) -> optimizer.step
+    #    -> after_optimizer_step (AdaLoRA) -> scheduler.step -> zero_grad
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log_file = (output_dir / "log.csv").open("w", newline="")
+    log = csv.writer(log_file)
+    log.writerow(["step", "loss", "regularizer", "lr", "grad_norm", "seconds"])
+    batches = batches_forever(train_set, tokenizer, train_cfg.batch_size, cfg.seed, train_cfg.group_by_length)
+    evaluations, last_main = [], float("nan")
+    method.model.train()
+    progress = tqdm(range(total_steps), desc=f"{cfg.method.name}/{task.name}", mininterval=2.0)
+    for step in progress:
+        loss_sum, reg_sum = 0.0, 0.0
+        for _ in range(train_cfg.grad_accum):
+            loss = method.model(**next(batches)).loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}")
+            reg = method.regularizer()
+            total = loss if reg is None else loss + reg
+            (total / train_cfg.grad_accum).backward()
+            loss_sum += loss.item() / train_cfg.grad_accum
+            reg_sum += 0.0 if reg is None else reg.item() / train_cfg.grad_accum
+        trainable = [p for g in optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, train_cfg.max_grad_norm).item()
+        new_params = method.before_optimizer_step(step)
+        if new_params:
+            add_param_group(optimizer, scheduler, new_params, step, train_cfg.weight_decay, warmup, total_steps,
+                            getattr(method, "new_group_schedule", "own_warmup"))
+        optimizer.step()
+        method.after_optimizer_step(step)
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        log.writerow([step, f"{loss_sum:.6f}", f"{reg_sum:.6f}", f"{lr:.6g}", f"{grad_norm:.4f}",
+                      f"{time.time() - started:.1f}"])
+
+        if (step + 1) % eval_every == 0 or step + 1 == total_steps:
+            metrics = evaluate(method.model, eval_loaders, task)
+            last_main = metrics[next(iter(metrics))][task.metric]
+            evaluations.append({"step": step + 1, "epoch": (step + 1) / steps_per_epoch, "metrics": metrics,
+                                "main": last_main})
+            log_file.flush()
+        progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", dev=f"{last_main:.4f}")
+    log_file.close()
+
+    # 5. The record: everything needed to know how this number was made.
+    best = max(evaluations, key=lambda e: -np.inf if np.isnan(e["main"]) else e["main"])
+    record = {
+        "command": records.command_line(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "git": records.git_state(PROJECT_ROOT),
+        "packages": records.package_versions(),
+        "machine": records.machine(),
+        "seed": cfg.seed,
+        "tag": cfg.tag,
+        "method": cfg.method.name, "task": task.name, "model": cfg.model.name,
+        "data": {"source": data_source, "train_examples": len(train_set),
+                 "eval_examples": {name: len(loader.dataset) for name, loader in eval_loaders.items()}},
+        "steps": total_steps,
+        "schedule": {"paper_steps": paper_steps, "steps_per_epoch": steps_per_epoch, "scale": factor,
+                     "warmup_steps": warmup, "eval_every": eval_every},
+        "wall_time_s": round(time.time() - started, 1),
+        "trainable_parameters": {"at_start": trainable_at_start, "at_end": count_trainable(method.model)},
+        "metric": task.metric,
+        "evaluations": evaluations,
+        "best": best, "last": evaluations[-1],
+        "method_state": method.summary(),
+        "output_dir": str(output_dir),
+    }
+    stem = f"{task.name}--{cfg.method.name}--seed{cfg.seed}"
+    path = records.write_record(record, Path(cfg.results_dir) / cfg.model.name, stem)
+    return record, path

@@ -1,0 +1,78 @@
+"""TriAdaptLoRA configuration: one validated dataclass, saved beside the adapter weights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .importance import NORMALIZATIONS
+from .schedule import MODES, ROUNDINGS, growth_steps
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+
+
+@dataclass
+class TriAdaptConfig:
+    """Settings of TriAdaptLoRA (paper Sec. III; defaults as in the paper and the authors' code).
+
+    Growth happens at optimizer steps t with t0 < t < total_steps and t % interval == 0 while
+    budget remains: k(t) matrices (Eqs. 13-14) with the largest importance (Eq. 11) each gain
+    delta_r rank-1 units, until the total rank reaches r_ref * M.
+    """
+
+    target_modules: list[str] = field(default_factory=list)  # module-name suffixes, e.g. "attention.self.query"
+    total_steps: int = 0  # T, the run's number of optimizer steps
+    r_init: int = 1  # initial rank of every matrix
+    r_ref: int = 8  # reference rank: the budget is r_ref * M
+    delta_r: int = 4  # "Incre Rank Num": rank added to a selected matrix per event
+    alpha: float = 32.0  # scaling numerator of alpha / (r + eps) (Eq. 5)
+    eps: float = 1e-5
+    dropout: float = 0.0  # dropout on the adapter input
+    init_std: float = 0.02  # N(0, init_std) for A, L, U and every new unit
+    mode: str = "linear"  # linear | nonlinear | fixed_k
+    fixed_k: int = 3  # k of the fixed_k mode
+    t0: int = 100  # initial warm-up: no growth at t <= t0
+    interval: int = 100  # "Incre Interval"
+    normalization: str = "r"  # importance normalization: r | sqrt_r | none (Table III)
+    orth_reg_weight: float = 0.1  # coefficient of Eq. 10; 0 switches it off (Table II)
+    orth_squared: bool = False  # squared Frobenius norms as written in Eq. 10 (the codes use unsquared)
+    rounding: str = "ceil"  # ceil as in the paper; floor as in the authors' code
+    budget_exact: bool = True  # strict top-k, never beyond r_ref*M; False = authors' code (ties, overshoot)
+    seed: int = 0  # seeds the draw of new units: (seed, step, module) -> identical on every replica
+    rank_pattern: dict[str, int] = field(default_factory=dict)  # full module name -> rank (filled by growth)
+
+    def __post_init__(self):
+        _check_choice("mode", self.mode, MODES)
+        _check_choice("normalization", self.normalization, NORMALIZATIONS)
+        _check_choice("rounding", self.rounding, ROUNDINGS)
+        if self.r_init < 1:
+            raise ValueError(f"r_init={self.r_init} must be >= 1")
+        if self.r_ref < self.r_init:
+            raise ValueError(f"r_ref={self.r_ref} must be >= r_init={self.r_init}")
+        if self.delta_r <= 0:
+            raise ValueError(f"delta_r={self.delta_r} must be a positive integer")
+        if self.interval <= 0:
+            raise ValueError(f"interval={self.interval} must be a positive integer")
+        if self.fixed_k < 1:
+            raise ValueError(f"fixed_k={self.fixed_k} must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must lie in [0, 1)")
+        if self.t0 < 0 or self.orth_reg_weight < 0:
+            raise ValueError(f"t0={self.t0} and orth_reg_weight={self.orth_reg_weight} must be >= 0")
+        if not self.target_modules:
+            raise ValueError("target_modules is empty; name the matrices to adapt")
+
+    def check_schedule(self) -> None:
+        """Fail before training when no growth event fits inside the run."""
+        T = self.total_steps
+        if T <= self.t0 or not growth_steps(self.t0, self.interval, T):
+            first = (self.t0 // self.interval + 1) * self.interval
+            raise ValueError(
+                f"no growth event fits: total_steps T={T}, t0={self.t0}, interval={self.interval}; "
+                f"the first event would be at step {first}, which needs T > {first}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,128 @@
+"""The TriAdaptLoRA layer: h = W0 x + alpha/(r+eps) * B (L+U) A x  (paper Eq. 5).
+
+Parameters are stored per growth block, never preallocated: block j holds A_j (dr x n), B_j (d x dr)
+and the packed new rows of L and new columns of U. Rank-1 unit i (0-based) owns row i of L and
+column i of U, diagonal included (i+1 entries each), so L is lower and U upper triangular by
+construction (Eqs. 8-9) and both diagonals train (D_ii = L_ii + U_ii). Trainable entries per
+matrix: r(n+d) + r(r+1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ADAPTER_PREFIX = "tri_"
+
+
+def _packed_size(first_row: int, num_rows: int) -> int:
+    """Entries of rows first_row .. first_row+num_rows-1 of a lower-triangular matrix."""
+    return sum(i + 1 for i in range(first_row, first_row + num_rows))
+
+
+class TriAdaptLinear(nn.Module):
+    """A frozen ``nn.Linear`` plus a growing triangular-split low-rank update."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0,
+                 init_std: float = 0.02, eps: float = 1e-5, generator: torch.Generator | None = None):
+        super().__init__()
+        self.base_layer = base
+        self.alpha, self.eps, self.init_std = alpha, eps, init_std
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.tri_a = nn.ParameterList()
+        self.tri_b = nn.ParameterList()
+        self.tri_l = nn.ParameterList()
+        self.tri_u = nn.ParameterList()
+        self.rank = 0
+        self.merged = False
+        self._add_units(rank, generator, zero_b=True)
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / (self.rank + self.eps)
+
+    def _add_units(self, count: int, generator, zero_b: bool) -> list[nn.Parameter]:
+        weight = self.base_layer.weight
+        d, n = weight.shape
+
+        def gaussian(*shape):
+            t = torch.empty(*shape, dtype=torch.float32).normal_(0.0, self.init_std, generator=generator)
+            return nn.Parameter(t.to(device=weight.device, dtype=weight.dtype))
+
+        packed = _packed_size(self.rank, count)
+        a = gaussian(count, n)
+        b = nn.Parameter(torch.zeros(d, count, device=weight.device, dtype=weight.dtype)) if zero_b else gaussian(d, count)
+        l, u = gaussian(packed), gaussian(packed)
+        for container, p in ((self.tri_a, a), (self.tri_b, b), (self.tri_l, l), (self.tri_u, u)):
+            container.append(p)
+        self.rank += count
+        self._set_triangle_index()
+        return [a, b, l, u]
+
+    def _set_triangle_index(self) -> None:
+        r = self.rank
+        rows, cols = torch.tril_indices(r, r, device=self.base_layer.weight.device)
+        # Row-major lower triangle = the concatenated rows of L; its transpose places U's columns.
+        self.register_buffer("_lower_index", rows * r + cols, persistent=False)
+        self.register_buffer("_upper_index", cols * r + rows, persistent=False)
+
+    def grow(self, count: int, generator: torch.Generator | None = None) -> list[nn.Parameter]:
+        """Append ``count`` rank-1 units drawn from N(0, init_std) (Eqs. 6-9); old entries stay."""
+        if self.merged:
+            raise RuntimeError("cannot grow a merged TriAdaptLinear; call unmerge() first")
+        if count <= 0:
+            raise ValueError(f"count={count} must be positive")
+        return self._add_units(count, generator, zero_b=False)
+
+    def _triangle(self, packed: nn.ParameterList, index: torch.Tensor) -> torch.Tensor:
+        values = torch.cat(list(packed)) if len(packed) > 1 else packed[0]
+        r = self.rank
+        return values.new_zeros(r * r).index_add(0, index, values).view(r, r)
+
+    def lower(self) -> torch.Tensor:
+        return self._triangle(self.tri_l, self._lower_index)
+
+    def upper(self) -> torch.Tensor:
+        return self._triangle(self.tri_u, self._upper_index)
+
+    def transform(self) -> torch.Tensor:
+        """D = L + U (r x r)."""
+        return self.lower() + self.upper()
+
+    def factor_a(self) -> torch.Tensor:
+        return torch.cat(list(self.tri_a), dim=0) if len(self.tri_a) > 1 else self.tri_a[0]
+
+    def factor_b(self) -> torch.Tensor:
+        return torch.cat(list(self.tri_b), dim=1) if len(self.tri_b) > 1 else self.tri_b[0]
+
+    def delta_weight(self) -> torch.Tensor:
+        """The d x n update alpha/(r+eps) * B D A; used for merging only, never in training."""
+        return self.scale * (self.factor_b() @ self.transform() @ self.factor_a())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base_layer(x)
+        if self.merged:
+            return out
+        # Factorised: x -> A -> D -> B, folding D into B (a d x r product) so no d x n matrix is built.
+        bd = self.factor_b() @ self.transform()
+        return out + (self.dropout(x) @ self.factor_a().t()) @ (self.scale * bd).t()
+
+    def num_trainable(self) -> int:
+        d, n = self.base_layer.weight.shape
+        return self.rank * (n + d) + self.rank * (self.rank + 1)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self.base_layer.weight += self.delta_weight()
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.base_layer.weight -= self.delta_weight()
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        d, n = self.base_layer.weight.shape
+        return f"in={n}, out={d}, rank={self.rank}, scale={self.scale:.4g}, merged={self.merged}"

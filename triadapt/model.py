@@ -1,0 +1,181 @@
+"""TriAdaptLoRA on a whole model: injection, rank growth (Eqs. 11-14), the orthogonal
+regulariser (Eq. 10), merging, and save/load that rebuilds every matrix at its grown rank."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import importance, schedule
+from .config import TriAdaptConfig
+from .layer import TriAdaptLinear
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+
+
+def matches_target(name: str, targets: list[str]) -> bool:
+    """PEFT's rule: the full name equals a target or ends with '.' + target."""
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def _unit_generator(seed: int, step: int, module_index: int) -> torch.Generator:
+    """New units depend only on (seed, step, module): identical on every replica and after resume."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 10_007 + module_index)
+
+
+class TriAdaptModel(nn.Module):
+    """Wraps a transformers model; its forward is the wrapped model's forward.
+
+    Training hooks, called once per optimizer step by the loop:
+    ``orthogonal_regularizer()`` is added to the loss, ``grow(step)`` runs after the backward and
+    gradient clipping and before ``optimizer.step()``, and returns the new parameters, which the
+    caller registers with its optimizer and scheduler.
+    """
+
+    def __init__(self, model: nn.Module, config: TriAdaptConfig):
+        super().__init__()
+        self.model = model
+        self.config = config
+        for p in model.parameters():
+            p.requires_grad_(False)
+        targets = [(n, m) for n, m in model.named_modules()
+                   if isinstance(m, nn.Linear) and matches_target(n, config.target_modules)]
+        if not targets:
+            raise ValueError(f"no nn.Linear in the model matches target_modules={config.target_modules}")
+        unknown = set(config.rank_pattern) - {n for n, _ in targets}
+        if unknown:
+            raise ValueError(f"rank_pattern names modules that are not adapted targets: {sorted(unknown)[:5]}")
+        self.layer_names: list[str] = []
+        for index, (name, module) in enumerate(targets):
+            rank = config.rank_pattern.get(name, config.r_init)
+            layer = TriAdaptLinear(module, rank, config.alpha, config.dropout, config.init_std, config.eps,
+                                   generator=_unit_generator(config.seed, -1, index))
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+            self.layer_names.append(name)
+        self.previous_norms = self._normalized_norms()
+        self.growth_history: list[dict] = []
+
+    # -- structure -------------------------------------------------------------------------
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def layers(self) -> list[TriAdaptLinear]:
+        return [self.model.get_submodule(n) for n in self.layer_names]
+
+    def rank_pattern(self) -> dict[str, int]:
+        return {n: layer.rank for n, layer in zip(self.layer_names, self.layers())}
+
+    def total_rank(self) -> int:
+        return sum(layer.rank for layer in self.layers())
+
+    @property
+    def remaining(self) -> int:
+        """R(t) of Eq. 12: the ranks still to hand out, r_ref * M minus the current total."""
+        return self.config.r_ref * len(self.layer_names) - self.total_rank()
+
+    def num_adapter_parameters(self) -> int:
+        return sum(layer.num_trainable() for layer in self.layers())
+
+    # -- Eq. 10 ----------------------------------------------------------------------------
+    def orthogonal_regularizer(self) -> torch.Tensor:
+        """coef * mean over the 2M factors of ||A A^T - I||_F + ||B^T B - I||_F (unsquared by default)."""
+        terms = []
+        for layer in self.layers():
+            a, b = layer.factor_a(), layer.factor_b()
+            eye = torch.eye(layer.rank, device=a.device, dtype=a.dtype)
+            for gram in (a @ a.t(), b.t() @ b):
+                norm = torch.linalg.matrix_norm(gram - eye, ord="fro")
+                terms.append(norm.square() if self.config.orth_squared else norm)
+        return self.config.orth_reg_weight * torch.stack(terms).mean()
+
+    # -- Eqs. 11-14 ------------------------------------------------------------------------
+    def _normalized_norms(self) -> list[float]:
+        return [importance.normalized_norm(layer.transform(), self.config.normalization) for layer in self.layers()]
+
+    def grow(self, step: int) -> list[nn.Parameter]:
+        """One growth event at optimizer step ``step`` if the schedule says so; returns new parameters."""
+        c = self.config
+        if self.remaining <= 0 or not schedule.is_growth_step(step, c.t0, c.interval, c.total_steps):
+            return []
+        M = len(self.layer_names)
+        k = schedule.num_modules_to_grow(c.mode, self.remaining, step, c.t0, c.total_steps, M, c.delta_r,
+                                         c.fixed_k, c.rounding, c.budget_exact)
+        current = self._normalized_norms()
+        scores = importance.importance_scores(current, self.previous_norms)
+        self.previous_norms = current  # refreshed for every matrix at every event
+        chosen = importance.top_k(scores, k, ties_at_threshold=not c.budget_exact)
+        layers = self.layers()
+        new_params, grown, before = [], {}, self.remaining
+        for index in chosen:
+            count = min(c.delta_r, self.remaining) if c.budget_exact else c.delta_r
+            if count <= 0:
+                break
+            new_params += layers[index].grow(count, _unit_generator(c.seed, step, index))
+            grown[self.layer_names[index]] = count
+        c.rank_pattern = self.rank_pattern()
+        self.growth_history.append({
+            "step": step, "k": k, "budget_before": before, "budget_after": self.remaining,
+            "grown": grown, "scores": dict(zip(self.layer_names, scores)),
+        })
+        return new_params
+
+    # -- inference -------------------------------------------------------------------------
+    def merge(self) -> None:
+        for layer in self.layers():
+            layer.merge()
+
+    def unmerge(self) -> None:
+        for layer in self.layers():
+            layer.unmerge()
+
+    # -- persistence -----------------------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every trainable tensor: the adapters and any module the caller unfroze (e.g. the head)."""
+        return {n: p.detach().contiguous() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write adapter_config.json (with rank_pattern) and adapter_model.safetensors, atomically."""
+        if any(layer.merged for layer in self.layers()):
+            raise RuntimeError("unmerge() before saving: a merged adapter would be saved twice")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.rank_pattern = self.rank_pattern()
+        tmp_weights, tmp_config = directory / (WEIGHTS_NAME + ".tmp"), directory / (CONFIG_NAME + ".tmp")
+        save_file(self.trainable_state_dict(), str(tmp_weights))
+        tmp_config.write_text(json.dumps(self.config.to_dict(), indent=2))
+        os.replace(tmp_weights, directory / WEIGHTS_NAME)
+        os.replace(tmp_config, directory / CONFIG_NAME)
+
+    @classmethod
+    def from_pretrained(cls, model: nn.Module, directory: str | os.PathLike) -> "TriAdaptModel":
+        """Rebuild every matrix at its saved rank, then load the weights (safetensors only)."""
+        directory = Path(directory)
+        config = TriAdaptConfig(**json.loads((directory / CONFIG_NAME).read_text()))
+        wrapped = cls(model, config)
+        state = load_file(str(directory / WEIGHTS_NAME))
+        wrapped.load_trainable(state)
+        return wrapped
+
+    def load_trainable(self, state: dict[str, torch.Tensor]) -> None:
+        """Load saved trainable tensors; any missing, extra or misshapen adapter tensor is an error."""
+        own = dict(self.model.named_parameters())
+        adapter_keys = {n for n in own if ".tri_" in n}
+        problems = sorted(set(state) - set(own))[:3] + sorted(adapter_keys - set(state))[:3]
+        problems += [f"{n}: saved {tuple(t.shape)} vs model {tuple(own[n].shape)}"
+                     for n, t in state.items() if n in own and own[n].shape != t.shape][:3]
+        if problems:
+            raise ValueError(f"adapter checkpoint does not fit this model's rank pattern: {problems}")
+        with torch.no_grad():
+            for name, tensor in state.items():
+                own[name].copy_(tensor)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for name in state:
+            own[name].requires_grad_(True)
