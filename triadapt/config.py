@@ -41,7 +41,9 @@ class TriAdaptConfig:
     rounding: str = "ceil"  # ceil as in the paper; floor as in the authors' code
     budget_exact: bool = True  # strict top-k, never beyond r_ref*M; False = authors' code (ties, overshoot)
     seed: int = 0  # seeds the draw of new units: (seed, step, module) -> identical on every replica
-    rank_pattern: dict[str, int] = field(default_factory=dict)  # full module name -> rank (filled by growth)
+    # Filled by growth and saved with the weights: full module name -> sizes of its rank blocks, in order
+    # (the module's rank is their sum), so a reload rebuilds the exact parameter layout.
+    growth_blocks: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self):
         _check_choice("mode", self.mode, MODES)

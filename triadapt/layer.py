@@ -23,7 +23,7 @@ def _packed_size(first_row: int, num_rows: int) -> int:
 class TriAdaptLinear(nn.Module):
     """A frozen ``nn.Linear`` plus a growing triangular-split low-rank update."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0,
+    def __init__(self, base: nn.Linear, blocks: int | list[int], alpha: float, dropout: float = 0.0,
                  init_std: float = 0.02, eps: float = 1e-5, generator: torch.Generator | None = None):
         super().__init__()
         self.base_layer = base
@@ -35,7 +35,10 @@ class TriAdaptLinear(nn.Module):
         self.tri_u = nn.ParameterList()
         self.rank = 0
         self.merged = False
-        self._add_units(rank, generator, zero_b=True)
+        blocks = [blocks] if isinstance(blocks, int) else list(blocks)
+        self._add_units(blocks[0], generator, zero_b=True)  # B = 0: the update starts at zero
+        for size in blocks[1:]:  # a reload rebuilds grown blocks; their values are then loaded
+            self._add_units(size, generator, zero_b=False)
 
     @property
     def scale(self) -> float:
@@ -73,6 +76,9 @@ class TriAdaptLinear(nn.Module):
         if count <= 0:
             raise ValueError(f"count={count} must be positive")
         return self._add_units(count, generator, zero_b=False)
+
+    def block_sizes(self) -> list[int]:
+        return [a.shape[0] for a in self.tri_a]
 
     def _triangle(self, packed: nn.ParameterList, index: torch.Tensor) -> torch.Tensor:
         values = torch.cat(list(packed)) if len(packed) > 1 else packed[0]

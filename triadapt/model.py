@@ -48,13 +48,13 @@ class TriAdaptModel(nn.Module):
                    if isinstance(m, nn.Linear) and matches_target(n, config.target_modules)]
         if not targets:
             raise ValueError(f"no nn.Linear in the model matches target_modules={config.target_modules}")
-        unknown = set(config.rank_pattern) - {n for n, _ in targets}
+        unknown = set(config.growth_blocks) - {n for n, _ in targets}
         if unknown:
-            raise ValueError(f"rank_pattern names modules that are not adapted targets: {sorted(unknown)[:5]}")
+            raise ValueError(f"growth_blocks names modules that are not adapted targets: {sorted(unknown)[:5]}")
         self.layer_names: list[str] = []
         for index, (name, module) in enumerate(targets):
-            rank = config.rank_pattern.get(name, config.r_init)
-            layer = TriAdaptLinear(module, rank, config.alpha, config.dropout, config.init_std, config.eps,
+            blocks = config.growth_blocks.get(name, [config.r_init])
+            layer = TriAdaptLinear(module, blocks, config.alpha, config.dropout, config.init_std, config.eps,
                                    generator=_unit_generator(config.seed, -1, index))
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
@@ -71,6 +71,9 @@ class TriAdaptModel(nn.Module):
 
     def rank_pattern(self) -> dict[str, int]:
         return {n: layer.rank for n, layer in zip(self.layer_names, self.layers())}
+
+    def growth_blocks(self) -> dict[str, list[int]]:
+        return {n: layer.block_sizes() for n, layer in zip(self.layer_names, self.layers())}
 
     def total_rank(self) -> int:
         return sum(layer.rank for layer in self.layers())
@@ -119,7 +122,7 @@ class TriAdaptModel(nn.Module):
                 break
             new_params += layers[index].grow(count, _unit_generator(c.seed, step, index))
             grown[self.layer_names[index]] = count
-        c.rank_pattern = self.rank_pattern()
+        c.growth_blocks = self.growth_blocks()
         self.growth_history.append({
             "step": step, "k": k, "budget_before": before, "budget_after": self.remaining,
             "grown": grown, "scores": dict(zip(self.layer_names, scores)),
@@ -146,7 +149,7 @@ class TriAdaptModel(nn.Module):
             raise RuntimeError("unmerge() before saving: a merged adapter would be saved twice")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.config.rank_pattern = self.rank_pattern()
+        self.config.growth_blocks = self.growth_blocks()
         tmp_weights, tmp_config = directory / (WEIGHTS_NAME + ".tmp"), directory / (CONFIG_NAME + ".tmp")
         save_file(self.trainable_state_dict(), str(tmp_weights))
         tmp_config.write_text(json.dumps(self.config.to_dict(), indent=2))

@@ -1,0 +1,155 @@
+"""TriAdaptModel on a tiny DeBERTa: injection, importance-driven growth, optimizer and scheduler
+registration, the orthogonal regulariser, save/load at grown ranks, and merging."""
+
+import pytest
+import torch
+
+from runner.models import set_trainable
+from runner.optim import add_param_group, build_optimizer
+from triadapt import TriAdaptConfig, TriAdaptModel
+
+TARGETS = ["attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
+           "attention.output.dense", "intermediate.dense", "output.dense"]
+
+
+def make(model, **kw):
+    config = TriAdaptConfig(**{**dict(target_modules=TARGETS, total_steps=12, r_ref=4, delta_r=2, t0=2, interval=2,
+                                      alpha=16.0), **kw})
+    return TriAdaptModel(model, config)
+
+
+def test_injects_the_six_matrices_per_layer(tiny_model):
+    tri = make(tiny_model)
+    assert len(tri.layer_names) == 12  # 2 layers x 6; the pooler's dense is not adapted
+    assert not any("pooler" in n for n in tri.layer_names)
+    trainable = {n for n, p in tri.named_parameters() if p.requires_grad}
+    assert trainable and all(".tri_" in n for n in trainable)
+
+
+def test_growth_follows_scores_and_budget(tiny_model):
+    tri = make(tiny_model, mode="linear")
+    assert tri.grow(3) == []  # not an event step
+    with torch.no_grad():  # make one matrix's D change the most
+        tri.layers()[5].tri_l[0].add_(1.0)
+    new = tri.grow(4)
+    event = tri.growth_history[-1]
+    # R(1) = (4-1)*12 = 36; alpha = 0.2, k = ceil(7.2) = 8 matrices, 2 ranks each.
+    assert event["k"] == 8 and event["budget_before"] == 36 and event["budget_after"] == 20
+    assert tri.layer_names[5] in event["grown"] and len(event["grown"]) == 8
+    assert len(new) == 8 * 4
+    assert tri.config.growth_blocks[tri.layer_names[5]] == [1, 2]
+    for t in range(5, 12):
+        tri.grow(t)
+    assert tri.total_rank() == 4 * 12 and tri.remaining == 0
+
+
+def test_orthogonal_regularizer_value(tiny_model):
+    tri = make(tiny_model, orth_reg_weight=0.5)
+    expected = []
+    for layer in tri.layers():
+        A, B = layer.factor_a().detach(), layer.factor_b().detach()  # rank 1: A A^T and B^T B are 1x1
+        expected += [abs((A @ A.T).item() - 1.0), abs((B.T @ B).item() - 1.0)]
+    assert tri.orthogonal_regularizer().item() == pytest.approx(0.5 * sum(expected) / len(expected), rel=1e-6)
+    tri.config.orth_squared = True
+    assert tri.orthogonal_regularizer().item() == pytest.approx(0.5 * sum(e * e for e in expected) / len(expected),
+                                                                rel=1e-5)
+
+
+def test_optimizer_and_scheduler_after_growth(tiny_model, tiny_batch):
+    tri = make(tiny_model)
+    optimizer, scheduler = build_optimizer(tri, lr=1e-2, weight_decay=0.01, warmup=2, total=12)
+    for step in range(4):
+        tri(**tiny_batch).loss.backward()
+        new = tri.grow(step)
+        assert new == []
+        optimizer.step(); scheduler.step(); optimizer.zero_grad()
+    old = [p for g in optimizer.param_groups for p in g["params"]]
+    exp_avg = [optimizer.state[p]["exp_avg"].clone() for p in old]
+    tri(**tiny_batch).loss.backward()
+    new = tri.grow(4)
+    assert new
+    add_param_group(optimizer, scheduler, new, step=4, weight_decay=0.01, warmup=2, total=12)
+    assert all(torch.equal(optimizer.state[p]["exp_avg"], e) for p, e in zip(old, exp_avg))
+    optimizer.step(); scheduler.step(); optimizer.zero_grad()
+    # New group: warm-up of 2 steps from its birth at step 4, then linear decay to 0 at step 12.
+    assert optimizer.param_groups[-1]["lr"] == pytest.approx(1e-2 * 1 / 2)  # step 5
+    before = [p.detach().clone() for p in new]
+    tri(**tiny_batch).loss.backward()
+    optimizer.step(); scheduler.step(); optimizer.zero_grad()
+    assert all(not torch.equal(b, p.detach()) for b, p in zip(before, new))  # new parameters moved
+    assert optimizer.param_groups[-1]["lr"] == pytest.approx(1e-2 * (12 - 6) / (12 - 4 - 2))  # step 6: peak
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * (12 - 6) / (12 - 2))  # global schedule
+    scheduler.step()
+    assert optimizer.param_groups[-1]["lr"] == pytest.approx(1e-2 * 5 / 6)
+
+
+def test_save_after_growth_reloads_identical_logits(tiny_model, tiny_batch, tmp_path):
+    from runner.models import load_model
+    from tests.conftest import compose_config
+
+    tri = make(tiny_model)
+    set_trainable(tri, ["classifier", "pooler"])
+    for t in (4, 6):
+        tri.grow(t)
+    with torch.no_grad():
+        for p in tri.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    tri.eval()
+    logits = tri(**tiny_batch).logits
+    tri.save_pretrained(tmp_path)
+    fresh = load_model(compose_config("model=tiny_deberta").model, num_labels=2, cls_dropout=0.0, seed=0)  # same base weights
+    loaded = TriAdaptModel.from_pretrained(fresh, tmp_path).eval()
+    assert loaded.rank_pattern() == tri.rank_pattern() and len(set(tri.rank_pattern().values())) > 1
+    assert torch.equal(loaded(**tiny_batch).logits, logits)  # max |delta| = 0
+
+
+def test_merged_logits_equal_unmerged(tiny_model, tiny_batch):
+    tri = make(tiny_model)
+    tri.grow(4)
+    with torch.no_grad():
+        for n, p in tri.named_parameters():
+            if ".tri_b" in n:
+                p.normal_(0, 0.5)
+    tri.eval()
+    unmerged = tri(**tiny_batch).logits
+    tri.merge()
+    torch.testing.assert_close(tri(**tiny_batch).logits, unmerged, atol=1e-5, rtol=0)
+    with pytest.raises(RuntimeError, match="merged"):
+        tri.grow(6)
+    tri.unmerge()
+    torch.testing.assert_close(tri(**tiny_batch).logits, unmerged, atol=1e-5, rtol=0)
+
+
+def test_checkpoint_with_wrong_rank_pattern_is_refused(tiny_model, tmp_path):
+    from runner.models import load_model
+    from tests.conftest import compose_config
+
+    tri = make(tiny_model)
+    tri.grow(4)
+    tri.save_pretrained(tmp_path)
+    state_file = tmp_path / "adapter_config.json"
+    import json
+    saved = json.loads(state_file.read_text())
+    name = next(iter(saved["growth_blocks"]))
+    saved["growth_blocks"][name][-1] += 1
+    state_file.write_text(json.dumps(saved))
+    fresh = load_model(compose_config("model=tiny_deberta").model, num_labels=2, cls_dropout=0.0, seed=0)
+    with pytest.raises(ValueError, match="does not fit"):
+        TriAdaptModel.from_pretrained(fresh, tmp_path)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(r_ref=0), "r_ref=0"), (dict(delta_r=0), "delta_r=0"), (dict(interval=0), "interval=0"),
+    (dict(dropout=1.0), r"dropout=1.0.*\[0, 1\)"), (dict(mode="cubic"), "mode='cubic'.*linear"),
+    (dict(normalization="l1"), "normalization='l1'.*sqrt_r"),
+])
+def test_config_rejects_bad_values(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TriAdaptConfig(target_modules=TARGETS, **bad)
+
+
+def test_schedule_that_cannot_grow_fails_at_start():
+    config = TriAdaptConfig(target_modules=TARGETS, total_steps=150, t0=100, interval=100)
+    with pytest.raises(ValueError, match="T=150.*first event would be at step 200"):
+        config.check_schedule()
