@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import socket
 from urllib.parse import urlparse
 
@@ -15,10 +14,6 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 transformers.utils.logging.set_verbosity_error()
 
 SOURCES = ("hub", "minilm_package", "tiny_deberta")
-MATRIX_TYPES = {  # the paper's names for the six adapted matrices of a layer
-    "query": "Wq", "query_proj": "Wq", "key": "Wk", "key_proj": "Wk", "value": "Wv", "value_proj": "Wv",
-    "attention.output.dense": "Wa", "intermediate.dense": "Wm", "output.dense": "Wo",
-}
 
 
 class HubUnavailableError(RuntimeError):
@@ -65,33 +60,23 @@ def load_model(model_cfg, num_labels: int, cls_dropout: float, seed: int) -> nn.
     """A sequence-classification model; regression when num_labels == 1."""
     if model_cfg.source not in SOURCES:
         raise ValueError(f"model.source={model_cfg.source!r}; valid: {', '.join(SOURCES)}")
-    head = dict(num_labels=num_labels, cls_dropout=cls_dropout, classifier_dropout=cls_dropout)
     torch.manual_seed(seed)  # the classifier head (and the tiny model) are drawn from this seed
     if model_cfg.source == "tiny_deberta":
         config = transformers.DebertaV2Config(
             vocab_size=30522, relative_attention=True, position_buckets=256, pos_att_type=["p2c", "c2p"],
             position_biased_input=False, norm_rel_ebd="layer_norm", share_att_key=True,
-            max_relative_positions=-1, type_vocab_size=0, **dict(model_cfg.tiny_config), **head)
+            max_relative_positions=-1, type_vocab_size=0, **dict(model_cfg.tiny_config))
+    elif model_cfg.source == "minilm_package":
+        config = AutoConfig.from_pretrained(minilm_path())
+    else:
+        config = _from_hub(AutoConfig.from_pretrained, model_cfg.pretrained)
+    config.num_labels = num_labels
+    config.cls_dropout = config.classifier_dropout = cls_dropout  # DeBERTa reads the first, BERT the second
+    if model_cfg.source == "tiny_deberta":
         return AutoModelForSequenceClassification.from_config(config)
     if model_cfg.source == "minilm_package":
-        return AutoModelForSequenceClassification.from_pretrained(minilm_path(), **head)
-    config = _from_hub(AutoConfig.from_pretrained, model_cfg.pretrained, **head)
+        return AutoModelForSequenceClassification.from_pretrained(minilm_path(), config=config)
     return _from_hub(AutoModelForSequenceClassification.from_pretrained, model_cfg.pretrained, config=config)
-
-
-def target_names(model: nn.Module, targets) -> list[str]:
-    """Full names of the nn.Linear modules the adapters go on."""
-    return [n for n, m in model.named_modules()
-            if isinstance(m, nn.Linear) and any(n == t or n.endswith("." + t) for t in targets)]
-
-
-def matrix_position(name: str) -> tuple[int, str]:
-    """(layer index, paper matrix name) of an adapted module, e.g. (3, "Wq"); for the rank heatmaps."""
-    layer = int(re.search(r"layer\.(\d+)\.", name).group(1))
-    for suffix in sorted(MATRIX_TYPES, key=len, reverse=True):
-        if name.endswith("." + suffix):
-            return layer, MATRIX_TYPES[suffix]
-    raise ValueError(f"{name} is none of the six adapted matrix types")
 
 
 def set_trainable(model: nn.Module, module_names, requires_grad: bool = True) -> None:

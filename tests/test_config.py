@@ -1,0 +1,49 @@
+"""Every method x task x model composes; unknown choices fail with Hydra's list of valid ones."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import MissingConfigException
+
+from tests.conftest import ROOT, compose_config
+
+METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+
+
+def test_the_groups_hold_what_the_paper_needs():
+    assert {"lora", "full_ft", "bitfit", "triadapt_linear", "triadapt_nonlinear", "triadapt_fixed_k"} <= set(METHODS)
+    assert {"mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb"} <= set(TASKS)
+    assert {"deberta_v3_base", "minilm", "tiny_deberta"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_task_composes(method):
+    for task in TASKS:
+        cfg = compose_config(f"method={method}", f"task={task}", "model=minilm")
+        resolved = {k: cfg.method[k] for k in cfg.method}  # resolves every interpolation
+        assert resolved["name"] == method and cfg.task.name == task
+        if method.startswith("triadapt"):
+            assert resolved["r_ref"] == 8 and resolved["t0"] == cfg.task.warmup_steps
+
+
+def test_table_v_values_reach_the_method():
+    cfg = compose_config("method=triadapt_linear", "task=rte")
+    assert (cfg.method.delta_r, cfg.method.alpha, cfg.method.interval, cfg.method.orth_reg_weight) == (4, 32, 100, 0.3)
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.task.max_seq_length) == (1.2e-3, 0.01, 320)
+    assert compose_config("method=triadapt_fixed_k", "task=mnli").method.fixed_k == 18
+
+
+def test_default_model_is_the_papers():
+    assert compose_config().model.pretrained == "microsoft/deberta-v3-base"
+
+
+@pytest.mark.parametrize("group", ["method", "task", "model"])
+def test_unknown_choice_lists_the_valid_ones(group):
+    with pytest.raises(MissingConfigException) as error:
+        compose_config(f"{group}=nonsense")
+    message = str(error.value)
+    assert f"Could not find '{group}/nonsense'" in message
+    valid = {"method": METHODS, "task": TASKS, "model": MODELS}[group]
+    assert all(name in message for name in valid)

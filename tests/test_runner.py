@@ -1,0 +1,106 @@
+"""The shared loop end to end on real RTE data with small models: hook order, records, determinism,
+and TriAdaptLoRA's growth through the runner."""
+
+import json
+
+import pytest
+import torch
+
+import runner.optim
+import runner.train
+from runner import records
+from runner.method import Method
+from tests.conftest import compose_config
+
+SHORT = ["train.max_steps=12", "train.batch_size=8", "task.max_seq_length=64", "train.eval_batch_size=128"]
+
+
+def short_run(tmp_path, *overrides, data_dir):
+    cfg = compose_config("model=tiny_deberta", "task=rte", f"data.dir={data_dir}",
+                         f"results_dir={tmp_path / 'results'}", *SHORT, *overrides)
+    return runner.train.run(cfg, tmp_path / "out")
+
+
+def test_hooks_are_called_in_the_documented_order(tmp_path, data_dir, monkeypatch):
+    calls = []
+
+    class Recording(Method):
+        def regularizer(self):
+            calls.append("regularizer")
+            return None
+
+        def before_optimizer_step(self, step):
+            calls.append(f"before:{step}")
+            return []
+
+        def after_optimizer_step(self, step):
+            calls.append(f"after:{step}")
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, closure=None):
+            calls.append("optimizer.step")
+            return super().step(closure)
+
+        def zero_grad(self, set_to_none=True):
+            calls.append("zero_grad")
+            return super().zero_grad(set_to_none)
+
+    monkeypatch.setattr(runner.train, "build_method", lambda cfg, model, ctx: Recording(model))
+    monkeypatch.setattr(runner.optim, "AdamW", RecordingAdamW)
+    short_run(tmp_path, "train.max_steps=2", "train.grad_accum=2", data_dir=data_dir)
+    one_step = ["regularizer", "regularizer", "before:{s}", "optimizer.step", "after:{s}", "zero_grad"]
+    assert calls == [c.format(s=s) for s in (0, 1) for c in one_step]
+
+
+def test_record_schema_and_full_dev_set(tmp_path, data_dir):
+    record, path = short_run(tmp_path, "method=lora", data_dir=data_dir)
+    saved = json.loads(path.read_text())
+    assert saved == json.loads(json.dumps(record))
+    for field in records.REQUIRED_FIELDS:
+        assert field in saved
+    assert saved["data"]["eval_examples"] == {"dev": 277} and saved["steps"] == 12
+    assert saved["config"]["method"]["name"] == "lora" and saved["git"]["commit"]
+    assert saved["packages"]["torch"].startswith("2.") and saved["machine"]["cpus"] >= 1
+    assert saved["best"]["main"] == max(e["main"] for e in saved["evaluations"])
+    assert (tmp_path / "out" / "log.csv").read_text().count("\n") == 13  # header + one row per step
+
+
+def test_same_seed_same_metrics_and_no_overwrite(tmp_path, data_dir):
+    first, p1 = short_run(tmp_path, "method=triadapt_linear", data_dir=data_dir)
+    second, p2 = short_run(tmp_path, "method=triadapt_linear", data_dir=data_dir)
+    assert p1 != p2 and p1.exists() and p2.exists()  # a second record never replaces the first
+    assert first["evaluations"] == second["evaluations"]
+    assert first["method_state"] == second["method_state"]
+
+
+@pytest.mark.parametrize("method", ["triadapt_linear", "triadapt_nonlinear", "triadapt_fixed_k"])
+def test_triadapt_grows_to_the_budget_on_deberta_names(tmp_path, data_dir, method):
+    record, _ = short_run(tmp_path, f"method={method}", "train.max_steps=40", data_dir=data_dir)
+    state = record["method_state"]
+    assert len(state["rank_pattern"]) == 12 and state["budget"] == 8 * 12
+    assert state["growth_history"] and state["total_rank"] == 96
+    assert all("deberta.encoder.layer." in name for name in state["rank_pattern"])
+    grown = sum(sum(e["grown"].values()) for e in state["growth_history"])
+    assert grown == 96 - 12
+    # Trainable entries follow r(n+d) + r(r+1) per matrix; n+d is 128 in attention, 192 in the FFN.
+    def entries(name, r):
+        ffn = name.endswith("intermediate.dense") or (name.endswith("output.dense") and "attention" not in name)
+        return r * (192 if ffn else 128) + r * (r + 1)
+
+    pattern = state["rank_pattern"]
+    gained = sum(entries(n, r) - entries(n, 1) for n, r in pattern.items())
+    counts = record["trainable_parameters"]
+    assert counts["at_end"] - counts["at_start"] == gained
+
+
+def test_write_record_is_atomic_and_refuses_incomplete(tmp_path):
+    with pytest.raises(ValueError, match="lacks"):
+        records.write_record({"command": "x"}, tmp_path, "a")
+    assert list(tmp_path.iterdir()) == []
+    full = {f: 1 for f in records.REQUIRED_FIELDS}
+    with pytest.raises(TypeError):
+        records.write_record({**full, "bad": object()}, tmp_path, "a")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    p1 = records.write_record(full, tmp_path, "a")
+    p2 = records.write_record({**full, "seed": 2}, tmp_path, "a")
+    assert (p1.name, p2.name) == ("a.json", "a-2.json") and json.loads(p1.read_text())["seed"] == 1
