@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from baselines.adalora import AdaLoRA
+from baselines.adapters import BottleneckAdapters
+from baselines.increlora import IncreLoRA
 from baselines.lora import LoRA
 from baselines.simple import BitFit, FullFineTuning
+from baselines.tlora import TLoRA
 from triadapt import TriAdaptConfig, TriAdaptModel
 
 from .method import Method
@@ -53,6 +57,9 @@ class TriAdaptMethod(Method):
                 "schedule": {"t0": self.tri.config.t0, "interval": self.tri.config.interval}}
 
 
+KINDS = ("full_ft", "bitfit", "lora", "triadapt", "adalora", "increlora", "adapters", "tlora")
+
+
 def build_method(method_cfg, model, ctx: RunContext) -> Method:
     kind = method_cfg.kind
     if kind == "full_ft":
@@ -63,4 +70,20 @@ def build_method(method_cfg, model, ctx: RunContext) -> Method:
         return LoRA(model, ctx.target_modules, method_cfg.r, method_cfg.alpha, method_cfg.dropout)
     if kind == "triadapt":
         return TriAdaptMethod(model, method_cfg, ctx)
-    raise ValueError(f"method.kind={kind!r}; valid: full_ft, bitfit, lora, triadapt")
+    if kind == "adalora":
+        m = method_cfg
+        return AdaLoRA(model, ctx.target_modules, ctx.total_steps, m.init_r, m.target_r, m.alpha, m.dropout,
+                       ctx.scale(m.tinit), ctx.scale(m.tfinal), ctx.scale(m.delta_t), m.beta1, m.beta2,
+                       m.orth_reg_weight)
+    if kind == "increlora":
+        m = method_cfg
+        method = IncreLoRA(model, ctx.target_modules, ctx.total_steps, m.r_init, m.r_ref, m.incre_rank_num, m.top_h,
+                           ctx.scale(m.init_warmup), ctx.scale(m.interval), m.alpha, m.dropout, m.beta1, m.beta2,
+                           m.orth_reg_weight, m.advance_learning, m.budget_exact, ctx.seed)
+        method.new_group_schedule = m.new_group_schedule
+        return method
+    if kind == "adapters":
+        return BottleneckAdapters(model, method_cfg.placement, method_cfg.bottleneck)
+    if kind == "tlora":
+        return TLoRA(model, ctx.target_modules, method_cfg.r, method_cfg.dropout, ctx.seed)
+    raise ValueError(f"method.kind={kind!r}; valid: {', '.join(KINDS)}")

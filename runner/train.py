@@ -60,16 +60,17 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     eval_loaders = {name: eval_loader(EncodedSplit(splits[name], tokenizer, task.max_seq_length), tokenizer,
                                       train_cfg.eval_batch_size) for name in task.eval_files}
 
-    # 2. Step budget. T counts optimizer steps; paper settings in steps are scaled by T / T_paper.
+    # 2. Step budget. T counts optimizer steps. The paper's step settings (warm-up, t0, intervals) refer
+    #    to T_paper = epochs at the paper's batch size; they are scaled by T / T_paper (scale_schedule).
     steps_per_epoch = math.ceil(len(train_set) / (train_cfg.batch_size * train_cfg.grad_accum))
-    paper_steps = task.epochs * steps_per_epoch
-    total_steps = train_cfg.max_steps or paper_steps
-    factor = total_steps / paper_steps if (train_cfg.max_steps and train_cfg.scale_schedule) else 1.0
+    paper_steps = task.epochs * math.ceil(len(train_set) / task.batch_size)
+    total_steps = train_cfg.max_steps or task.epochs * steps_per_epoch
+    factor = total_steps / paper_steps if train_cfg.scale_schedule else 1.0
 
     def scale(steps: int) -> int:
         return max(1, round(steps * factor))
 
-    warmup = scale(train_cfg.warmup_steps)
+    warmup = round(train_cfg.warmup_ratio * total_steps) if train_cfg.warmup_ratio else scale(train_cfg.warmup_steps)
     eval_every = train_cfg.eval_every or min(steps_per_epoch, total_steps)
 
     # 3. Model and method. Every method but full fine-tuning also trains the classifier and pooler.

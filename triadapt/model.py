@@ -24,9 +24,16 @@ def matches_target(name: str, targets: list[str]) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-def _unit_generator(seed: int, step: int, module_index: int) -> torch.Generator:
+def unit_generator(seed: int, step: int, module_index: int) -> torch.Generator:
     """New units depend only on (seed, step, module): identical on every replica and after resume."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 10_007 + module_index)
+
+
+def orthogonality_terms(a: torch.Tensor, b: torch.Tensor, squared: bool = False) -> list[torch.Tensor]:
+    """||A A^T - I||_F and ||B^T B - I||_F for A (r x n), B (d x r): the two terms of Eq. 10."""
+    eye = torch.eye(a.shape[0], device=a.device, dtype=a.dtype)
+    norms = [torch.linalg.matrix_norm(gram - eye, ord="fro") for gram in (a @ a.t(), b.t() @ b)]
+    return [n.square() for n in norms] if squared else norms
 
 
 class TriAdaptModel(nn.Module):
@@ -55,7 +62,7 @@ class TriAdaptModel(nn.Module):
         for index, (name, module) in enumerate(targets):
             blocks = config.growth_blocks.get(name, [config.r_init])
             layer = TriAdaptLinear(module, blocks, config.alpha, config.dropout, config.init_std, config.eps,
-                                   generator=_unit_generator(config.seed, -1, index))
+                                   generator=unit_generator(config.seed, -1, index))
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
             self.layer_names.append(name)
@@ -89,13 +96,8 @@ class TriAdaptModel(nn.Module):
     # -- Eq. 10 ----------------------------------------------------------------------------
     def orthogonal_regularizer(self) -> torch.Tensor:
         """coef * mean over the 2M factors of ||A A^T - I||_F + ||B^T B - I||_F (unsquared by default)."""
-        terms = []
-        for layer in self.layers():
-            a, b = layer.factor_a(), layer.factor_b()
-            eye = torch.eye(layer.rank, device=a.device, dtype=a.dtype)
-            for gram in (a @ a.t(), b.t() @ b):
-                norm = torch.linalg.matrix_norm(gram - eye, ord="fro")
-                terms.append(norm.square() if self.config.orth_squared else norm)
+        terms = [t for layer in self.layers()
+                 for t in orthogonality_terms(layer.factor_a(), layer.factor_b(), self.config.orth_squared)]
         return self.config.orth_reg_weight * torch.stack(terms).mean()
 
     # -- Eqs. 11-14 ------------------------------------------------------------------------
@@ -120,7 +122,7 @@ class TriAdaptModel(nn.Module):
             count = min(c.delta_r, self.remaining) if c.budget_exact else c.delta_r
             if count <= 0:
                 break
-            new_params += layers[index].grow(count, _unit_generator(c.seed, step, index))
+            new_params += layers[index].grow(count, unit_generator(c.seed, step, index))
             grown[self.layer_names[index]] = count
         c.growth_blocks = self.growth_blocks()
         self.growth_history.append({
