@@ -6,6 +6,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from runner.checkpoint import ResumeError
 from runner.data import DataError
 from runner.models import HubUnavailableError
 from runner.train import run
@@ -15,7 +16,7 @@ from runner.train import run
 def main(cfg: DictConfig) -> float:
     try:
         record, path = run(cfg, HydraConfig.get().runtime.output_dir)
-    except (HubUnavailableError, DataError) as e:
+    except (HubUnavailableError, DataError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"{record['metric']}: best {record['best']['main']:.4f}, last {record['last']['main']:.4f} -> {path}")

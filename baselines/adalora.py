@@ -35,6 +35,19 @@ class AdaLoRA(Method):
     def after_optimizer_step(self, step: int) -> None:
         self.model.update_and_allocate(step)
 
+    def extra_state(self):
+        """PEFT's allocator state (EMA importance and uncertainty) and the final mask, if set."""
+        allocator = self.model.rankallocator
+        tensors = {f"{kind}/{name}": value for kind in ("ipt", "exp_avg_ipt", "exp_avg_unc")
+                   for name, value in getattr(allocator, kind).items()}
+        return {"rank_pattern": self.model.peft_config["default"].rank_pattern}, tensors
+
+    def load_extra_state(self, state, tensors):
+        allocator = self.model.rankallocator
+        for kind in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+            setattr(allocator, kind, {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(kind + "/")})
+        self.model.peft_config["default"].rank_pattern = state["rank_pattern"]
+
     def rank_pattern(self) -> dict[str, int]:
         """Active ranks per adapted matrix, keyed by the backbone's module name (as TriAdaptLoRA's)."""
         pattern = self.model.peft_config["default"].rank_pattern

@@ -181,17 +181,34 @@ class IncreLoRA(Method):
             chosen = top_k(scores, min(s["top_h"], self.remaining // s["incre_rank_num"]))
         else:
             chosen = top_k(scores, min(s["top_h"], self.remaining), ties_at_threshold=True)
-        new, before = [], self.remaining
-        for i in chosen:
-            new += self.layers[i].grow(s["incre_rank_num"], s["advance_learning"], unit_generator(self.seed, step, i))
+        before, grown = self.remaining, {self.layer_names[i]: s["incre_rank_num"] for i in chosen}
+        new = self._apply_growth(step, grown)
         self.growth_history.append({"step": step, "k": len(chosen), "budget_before": before,
-                                    "budget_after": self.remaining,
-                                    "grown": {self.layer_names[i]: s["incre_rank_num"] for i in chosen},
+                                    "budget_after": self.remaining, "grown": grown,
                                     "scores": dict(zip(self.layer_names, scores))})
+        return new
+
+    def _apply_growth(self, step: int, grown: dict[str, int]) -> list[nn.Parameter]:
+        index = {name: i for i, name in enumerate(self.layer_names)}
+        new = []
+        for name, count in grown.items():
+            i = index[name]
+            new += self.layers[i].grow(count, self.settings["advance_learning"], unit_generator(self.seed, step, i))
         if self.remaining <= 0:
             for layer in self.layers:
                 layer.retire_reserve()
         return new
+
+    def replay_growth(self, step: int) -> list[nn.Parameter]:
+        return self._apply_growth(step, next(e["grown"] for e in self.growth_history if e["step"] == step))
+
+    def extra_state(self):
+        return {"ema_importance": self.ema_importance, "ema_uncertainty": self.ema_uncertainty,
+                "growth_history": self.growth_history}, {}
+
+    def load_extra_state(self, state, tensors):
+        self.ema_importance, self.ema_uncertainty = state["ema_importance"], state["ema_uncertainty"]
+        self.growth_history = state["growth_history"]
 
     def rank_pattern(self) -> dict[str, int]:
         return {n: layer.ranknum for n, layer in zip(self.layer_names, self.layers)}

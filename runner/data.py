@@ -123,7 +123,9 @@ def train_loader(dataset: EncodedSplit, tokenizer, batch_size: int, seed: int, e
         sampler = LengthGroupedSampler(batch_size, lengths=dataset.lengths, generator=generator)
     else:
         sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=DataCollatorWithPadding(tokenizer))
+    # The loader's own generator keeps it from drawing on the global RNG (which drives dropout).
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=DataCollatorWithPadding(tokenizer),
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def eval_loader(dataset: EncodedSplit, tokenizer, batch_size: int) -> DataLoader:

@@ -11,7 +11,10 @@ optimizer step, whatever the gradient accumulation):
     method.after_optimizer_step(step)            # AdaLoRA's rank allocator
     scheduler.step(); optimizer.zero_grad()
 
-``summary()`` goes into the run record at the end (ranks, growth history).
+``summary()`` goes into the run record at the end (ranks, growth history). For checkpoints,
+``extra_state()`` / ``load_extra_state()`` carry the method's own state (JSON plus tensors), and
+``replay_growth(step)`` rebuilds the parameters a growth event created, in the same order, so that a
+resumed run has the same shapes and optimizer groups before the saved values are loaded.
 """
 
 from __future__ import annotations
@@ -39,3 +42,12 @@ class Method:
 
     def summary(self) -> dict:
         return {}
+
+    def extra_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        return {}, {}
+
+    def load_extra_state(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        return None
+
+    def replay_growth(self, step: int) -> list[nn.Parameter]:
+        raise NotImplementedError(f"{type(self).__name__} never grows")

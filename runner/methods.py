@@ -50,6 +50,16 @@ class TriAdaptMethod(Method):
     def before_optimizer_step(self, step: int):
         return self.tri.grow(step)
 
+    def extra_state(self):
+        return {"previous_norms": self.tri.previous_norms, "growth_history": self.tri.growth_history}, {}
+
+    def load_extra_state(self, state, tensors):
+        self.tri.previous_norms = state["previous_norms"]
+        self.tri.growth_history = state["growth_history"]
+
+    def replay_growth(self, step: int):
+        return self.tri.replay_growth(step)
+
     def summary(self) -> dict:
         return {"rank_pattern": self.tri.rank_pattern(), "total_rank": self.tri.total_rank(),
                 "budget": self.tri.config.r_ref * len(self.tri.layer_names),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 from transformers import set_seed
 
-from . import records
+from . import checkpoint, records
 from .data import EncodedSplit, eval_loader, load_glue, train_loader
 from .methods import RunContext, build_method
 from .metrics import glue_metrics
@@ -38,12 +39,40 @@ def evaluate(model, loaders: dict, task_cfg) -> dict[str, dict[str, float]]:
     return out
 
 
-def batches_forever(dataset, tokenizer, batch_size: int, seed: int, group_by_length: bool):
-    """Micro-batches epoch after epoch; epoch e's order depends only on (seed, e)."""
-    epoch = 0
+def batches_forever(dataset, tokenizer, batch_size: int, seed: int, group_by_length: bool, skip: int = 0):
+    """Micro-batches epoch after epoch, after skipping ``skip``; epoch e's order depends only on (seed, e)."""
+    per_epoch = math.ceil(len(dataset) / batch_size)
+    epoch, offset = divmod(skip, per_epoch)
     while True:
-        yield from train_loader(dataset, tokenizer, batch_size, seed, epoch, group_by_length)
-        epoch += 1
+        yield from itertools.islice(train_loader(dataset, tokenizer, batch_size, seed, epoch, group_by_length),
+                                    offset, None)
+        epoch, offset = epoch + 1, 0
+
+
+FINISHED = "record.txt"  # written into a run folder once its record exists
+
+
+def find_resumable(output_dir: Path, search_siblings: bool) -> Path | None:
+    """The unfinished run folder to continue: this one if it holds a checkpoint, else (``resume=true``)
+    the newest sibling that does, i.e. the same command's earlier, interrupted run."""
+    candidates = [output_dir] + (sorted(output_dir.parent.iterdir(), reverse=True) if search_siblings else [])
+    for folder in candidates:
+        if folder.is_dir() and checkpoint.latest_checkpoint(folder):
+            if (folder / FINISHED).is_file():
+                if folder == output_dir:
+                    raise checkpoint.ResumeError(f"{folder} holds a finished run: {(folder / FINISHED).read_text()}")
+                continue
+            return folder
+    return None
+
+
+def _log_rows_before(path: Path, step: int) -> list[list[str]]:
+    """The per-step log kept from an earlier segment of this run, up to the resumed step."""
+    header = ["step", "loss", "regularizer", "lr", "grad_norm"]
+    if not path.is_file():
+        return [header]
+    with path.open(newline="") as f:
+        return [header] + [row for row in list(csv.reader(f))[1:] if int(row[0]) < step]
 
 
 def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
@@ -73,6 +102,8 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     warmup = round(train_cfg.warmup_ratio * total_steps) if train_cfg.warmup_ratio else scale(train_cfg.warmup_steps)
     eval_every = train_cfg.eval_every or min(steps_per_epoch, total_steps)
 
+    setup_seconds = time.time() - started
+
     # 3. Model and method. Every method but full fine-tuning also trains the classifier and pooler.
     num_labels = 1 if task.labels is None else len(task.labels)
     model = load_model(cfg.model, num_labels, task.cls_dropout, cfg.seed)
@@ -81,24 +112,51 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     trainable_at_start = count_trainable(method.model)
     optimizer, scheduler = build_optimizer(method.model, train_cfg.lr, train_cfg.weight_decay, warmup, total_steps)
 
-    # 4. The loop. Hook order per optimizer step (see runner/method.py):
+    # 4. Resume: a folder holding a checkpoint of this very config continues from it, bit for bit.
+    output_dir = Path(output_dir)
+    meta = {"command": records.command_line(), "config": OmegaConf.to_container(cfg, resolve=True),
+            "evaluations": [], "growth_steps": [], "wall_time_s": 0.0, "resumed_at": []}
+    start_step = 0
+    resume_dir = find_resumable(output_dir, search_siblings=cfg.resume)
+    if cfg.resume and resume_dir is None:
+        raise checkpoint.ResumeError(f"resume=true but no checkpoint under {output_dir.parent}")
+    if resume_dir is not None:
+        tensors, state = checkpoint.load(checkpoint.latest_checkpoint(resume_dir))
+        checkpoint.check_same_config(state["config"], meta["config"])
+        method.load_extra_state(state["method"], checkpoint.method_tensors(tensors))
+        for birth in state["growth_steps"]:  # rebuild the grown parameters and their optimizer groups
+            add_param_group(optimizer, scheduler, method.replay_growth(birth), birth, train_cfg.weight_decay, warmup,
+                            total_steps, getattr(method, "new_group_schedule", "own_warmup"))
+        checkpoint.restore(tensors, state, method.model, optimizer, scheduler)
+        meta = {k: state[k] for k in meta}
+        start_step = state["step"]
+        meta["resumed_at"].append(start_step)
+        output_dir = resume_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log_rows = _log_rows_before(output_dir / "log.csv", start_step)
+
+    # 5. The loop. Hook order per optimizer step (see runner/method.py):
     #    regularizer -> backward -> clip -> before_optimizer_step (growth) -> optimizer.step
     #    -> after_optimizer_step (AdaLoRA) -> scheduler.step -> zero_grad
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    segment_start = time.time()
     log_file = (output_dir / "log.csv").open("w", newline="")
     log = csv.writer(log_file)
-    log.writerow(["step", "loss", "regularizer", "lr", "grad_norm", "seconds"])
-    batches = batches_forever(train_set, tokenizer, train_cfg.batch_size, cfg.seed, train_cfg.group_by_length)
-    evaluations, last_main = [], float("nan")
+    log.writerows(log_rows)
+    batches = batches_forever(train_set, tokenizer, train_cfg.batch_size, cfg.seed, train_cfg.group_by_length,
+                              skip=start_step * train_cfg.grad_accum)
+    evaluations = meta["evaluations"]
+    last_main = evaluations[-1]["main"] if evaluations else float("nan")
+    checkpoint_every = train_cfg.checkpoint_every or eval_every
     method.model.train()
-    progress = tqdm(range(total_steps), desc=f"{cfg.method.name}/{task.name}", mininterval=2.0)
+    progress = tqdm(range(start_step, total_steps), desc=f"{cfg.method.name}/{task.name}", mininterval=2.0,
+                    initial=start_step, total=total_steps)
     for step in progress:
         loss_sum, reg_sum = 0.0, 0.0
         for _ in range(train_cfg.grad_accum):
             loss = method.model(**next(batches)).loss
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}")
+                raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}; "
+                                         f"the last good checkpoint is kept under {output_dir / 'checkpoints'}")
             reg = method.regularizer()
             total = loss if reg is None else loss + reg
             (total / train_cfg.grad_accum).backward()
@@ -110,28 +168,32 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         if new_params:
             add_param_group(optimizer, scheduler, new_params, step, train_cfg.weight_decay, warmup, total_steps,
                             getattr(method, "new_group_schedule", "own_warmup"))
+            meta["growth_steps"].append(step)
         optimizer.step()
         method.after_optimizer_step(step)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        log.writerow([step, f"{loss_sum:.6f}", f"{reg_sum:.6f}", f"{lr:.6g}", f"{grad_norm:.4f}",
-                      f"{time.time() - started:.1f}"])
+        log.writerow([step, f"{loss_sum:.6f}", f"{reg_sum:.6f}", f"{lr:.6g}", f"{grad_norm:.4f}"])
 
-        if (step + 1) % eval_every == 0 or step + 1 == total_steps:
+        done = step + 1
+        if done % eval_every == 0 or done == total_steps:
             metrics = evaluate(method.model, eval_loaders, task)
             last_main = metrics[next(iter(metrics))][task.metric]
-            evaluations.append({"step": step + 1, "epoch": (step + 1) / steps_per_epoch, "metrics": metrics,
-                                "main": last_main})
+            evaluations.append({"step": done, "epoch": done / steps_per_epoch, "metrics": metrics, "main": last_main})
+        if done % checkpoint_every == 0 or done == total_steps:
             log_file.flush()
+            checkpoint.save(output_dir, done, method.model, optimizer, scheduler, method,
+                            {**meta, "wall_time_s": meta["wall_time_s"] + time.time() - segment_start})
         progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", dev=f"{last_main:.4f}")
     log_file.close()
 
-    # 5. The record: everything needed to know how this number was made.
+    # 6. The record: everything needed to know how this number was made.
     best = max(evaluations, key=lambda e: -np.inf if np.isnan(e["main"]) else e["main"])
     record = {
-        "command": records.command_line(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "command": meta["command"],
+        "resumed_at": meta["resumed_at"],
+        "config": meta["config"],
         "git": records.git_state(PROJECT_ROOT),
         "packages": records.package_versions(),
         "machine": records.machine(),
@@ -143,7 +205,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         "steps": total_steps,
         "schedule": {"paper_steps": paper_steps, "steps_per_epoch": steps_per_epoch, "scale": factor,
                      "warmup_steps": warmup, "eval_every": eval_every},
-        "wall_time_s": round(time.time() - started, 1),
+        "wall_time_s": round(meta["wall_time_s"] + time.time() - segment_start + setup_seconds, 1),
         "trainable_parameters": {"at_start": trainable_at_start, "at_end": count_trainable(method.model)},
         "metric": task.metric,
         "evaluations": evaluations,
@@ -153,4 +215,5 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     }
     stem = f"{task.name}--{cfg.method.name}--seed{cfg.seed}"
     path = records.write_record(record, Path(cfg.results_dir) / cfg.model.name, stem)
+    (output_dir / FINISHED).write_text(str(path))
     return record, path

@@ -15,10 +15,10 @@ from tests.conftest import compose_config
 SHORT = ["train.max_steps=12", "train.batch_size=8", "task.max_seq_length=64", "train.eval_batch_size=128"]
 
 
-def short_run(tmp_path, *overrides, data_dir):
+def short_run(tmp_path, *overrides, data_dir, out="out"):
     cfg = compose_config("model=tiny_deberta", "task=rte", f"data.dir={data_dir}",
                          f"results_dir={tmp_path / 'results'}", *SHORT, *overrides)
-    return runner.train.run(cfg, tmp_path / "out")
+    return runner.train.run(cfg, tmp_path / out)
 
 
 def test_hooks_are_called_in_the_documented_order(tmp_path, data_dir, monkeypatch):
@@ -67,7 +67,7 @@ def test_record_schema_and_full_dev_set(tmp_path, data_dir):
 
 def test_same_seed_same_metrics_and_no_overwrite(tmp_path, data_dir):
     first, p1 = short_run(tmp_path, "method=triadapt_linear", data_dir=data_dir)
-    second, p2 = short_run(tmp_path, "method=triadapt_linear", data_dir=data_dir)
+    second, p2 = short_run(tmp_path, "method=triadapt_linear", data_dir=data_dir, out="out2")
     assert p1 != p2 and p1.exists() and p2.exists()  # a second record never replaces the first
     assert first["evaluations"] == second["evaluations"]
     assert first["method_state"] == second["method_state"]

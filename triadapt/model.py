@@ -116,20 +116,33 @@ class TriAdaptModel(nn.Module):
         scores = importance.importance_scores(current, self.previous_norms)
         self.previous_norms = current  # refreshed for every matrix at every event
         chosen = importance.top_k(scores, k, ties_at_threshold=not c.budget_exact)
-        layers = self.layers()
-        new_params, grown, before = [], {}, self.remaining
+        grown, before = {}, self.remaining
         for index in chosen:
-            count = min(c.delta_r, self.remaining) if c.budget_exact else c.delta_r
+            count = min(c.delta_r, self.remaining - sum(grown.values())) if c.budget_exact else c.delta_r
             if count <= 0:
                 break
-            new_params += layers[index].grow(count, unit_generator(c.seed, step, index))
             grown[self.layer_names[index]] = count
-        c.growth_blocks = self.growth_blocks()
+        new_params = self._apply_growth(step, grown)
         self.growth_history.append({
             "step": step, "k": k, "budget_before": before, "budget_after": self.remaining,
             "grown": grown, "scores": dict(zip(self.layer_names, scores)),
         })
         return new_params
+
+    def _apply_growth(self, step: int, grown: dict[str, int]) -> list[nn.Parameter]:
+        """Grow the named matrices; new units depend only on (seed, step, matrix)."""
+        index = {name: i for i, name in enumerate(self.layer_names)}
+        new_params = []
+        for name, count in grown.items():
+            layer = self.model.get_submodule(name)
+            new_params += layer.grow(count, unit_generator(self.config.seed, step, index[name]))
+        self.config.growth_blocks = self.growth_blocks()
+        return new_params
+
+    def replay_growth(self, step: int) -> list[nn.Parameter]:
+        """Rebuild the parameters that the recorded event at ``step`` created (for resuming)."""
+        event = next(e for e in self.growth_history if e["step"] == step)
+        return self._apply_growth(step, event["grown"])
 
     # -- inference -------------------------------------------------------------------------
     def merge(self) -> None:
