@@ -75,9 +75,24 @@ def _log_rows_before(path: Path, step: int) -> list[list[str]]:
         return [header] + [row for row in list(csv.reader(f))[1:] if int(row[0]) < step]
 
 
+def check_train_settings(train_cfg) -> None:
+    """Refuse out-of-range training settings before anything is loaded or written."""
+    positive = {"lr": train_cfg.lr, "batch_size": train_cfg.batch_size, "grad_accum": train_cfg.grad_accum}
+    for name, value in positive.items():
+        if value is None or value <= 0:
+            raise ValueError(f"train.{name}={value} must be > 0")
+    for name in ("max_steps", "eval_every", "checkpoint_every"):
+        value = train_cfg[name]
+        if value is not None and value <= 0:
+            raise ValueError(f"train.{name}={value} must be a positive number of optimizer steps (or null)")
+    if train_cfg.weight_decay < 0:
+        raise ValueError(f"train.weight_decay={train_cfg.weight_decay} must be >= 0")
+
+
 def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     started = time.time()
     task, train_cfg = cfg.task, cfg.train
+    check_train_settings(train_cfg)
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
     set_seed(cfg.seed)
@@ -97,7 +112,8 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     factor = total_steps / paper_steps if train_cfg.scale_schedule else 1.0
 
     def scale(steps: int) -> int:
-        return max(1, round(steps * factor))
+        """A paper step count in this run; a positive count stays >= 1, anything else is left for validation."""
+        return max(1, round(steps * factor)) if steps > 0 else steps
 
     warmup = round(train_cfg.warmup_ratio * total_steps) if train_cfg.warmup_ratio else scale(train_cfg.warmup_steps)
     eval_every = train_cfg.eval_every or min(steps_per_epoch, total_steps)

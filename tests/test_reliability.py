@@ -1,0 +1,172 @@
+"""Reliability: a SIGKILLed run resumes to the identical record, bad input fails early and clearly with
+nothing written, non-finite losses stop the run, and checkpoints never unpickle."""
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import runner.train
+from runner import checkpoint
+from runner.data import DataError
+from runner.method import Method
+from tests.conftest import ROOT, compose_config
+
+RUN_ARGS = ["task=rte", "model=tiny_deberta", "train.max_steps=30", "train.batch_size=16", "task.max_seq_length=64",
+            "train.eval_every=10", "train.checkpoint_every=10", "train.eval_batch_size=300"]
+TIME_FIELDS = {"wall_time_s", "command", "resumed_at", "output_dir"}
+
+
+def launch(method, run_dir, results, data_dir):
+    args = [sys.executable, "run.py", f"method={method}", *RUN_ARGS, f"results_dir={results}",
+            f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "TRIADAPT_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("method", ["triadapt_linear", "increlora", "adalora"])
+def test_sigkill_between_checkpoints_then_resume_gives_the_same_record(method, tmp_path, data_dir):
+    results = tmp_path / "results"
+    killed = launch(method, tmp_path / "killed", results, data_dir)
+    pointer = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while not (pointer.is_file() and pointer.read_text() == "step-10") and killed.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not results.exists()  # no record from the killed run
+    state = json.loads((tmp_path / "killed" / "checkpoints" / "step-10" / "state.json").read_text())
+    if method != "adalora":
+        assert state["growth_steps"]  # growth happened before the kill
+    for run_dir in ("killed", "uninterrupted"):  # the killed folder resumes; the other runs from scratch
+        process = launch(method, tmp_path / run_dir, results, data_dir)
+        assert process.wait() == 0, process.stderr.read()
+    resumed, straight = sorted((json.loads(p.read_text()) for p in results.rglob("*.json")),
+                               key=lambda r: r["resumed_at"], reverse=True)
+    assert resumed["resumed_at"][0] >= 10 and straight["resumed_at"] == []
+    assert {k: v for k, v in resumed.items() if k not in TIME_FIELDS} == \
+        {k: v for k, v in straight.items() if k not in TIME_FIELDS}
+
+
+def nothing_written(tmp_path):
+    return not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("checkpoints"))
+
+
+def rte_dir(tmp_path, data_dir, train_text=None):
+    target = tmp_path / "data" / "glue" / "RTE"
+    target.mkdir(parents=True)
+    shutil.copy(data_dir / "glue" / "RTE" / "dev.tsv", target / "dev.tsv")
+    if train_text is None:
+        shutil.copy(data_dir / "glue" / "RTE" / "train.tsv", target / "train.tsv")
+    else:
+        (target / "train.tsv").write_text(train_text)
+    return tmp_path / "data"
+
+
+HEADER = "index\tsentence1\tsentence2\tlabel\n"
+BAD_TSV = [
+    ("missing column", "index\tsentence1\tlabel\n0\ta\tentailment\n", r"missing column\(s\) \['sentence2'\]"),
+    ("wrong delimiter", "index,sentence1,sentence2,label\n0,a,b,entailment\n", "delimiter"),
+    ("truncated last line", HEADER + "0\ta\tb\tentailment\n1\ta\tb\tentail", r"\['entail'\] outside the label set"),
+    ("label outside the set", HEADER + "0\ta\tb\tcontradiction\n", r"\['contradiction'\] outside the label set"),
+    ("empty split", HEADER, "the split is empty"),
+]
+
+
+@pytest.mark.parametrize("case, text, message", BAD_TSV, ids=[c[0] for c in BAD_TSV])
+def test_bad_tsv_fails_before_anything_is_written(case, text, message, tmp_path, data_dir):
+    cfg = compose_config("model=tiny_deberta", "task=rte", f"data.dir={rte_dir(tmp_path, data_dir, text)}",
+                         f"results_dir={tmp_path / 'results'}")
+    with pytest.raises(DataError, match=message):
+        runner.train.run(cfg, tmp_path / "out")
+    assert nothing_written(tmp_path)
+
+
+BAD_VALUES = [
+    ("method=triadapt_linear", "method.r_ref=0", ValueError, r"r_ref=0 must be >= r_init=1"),
+    ("method=triadapt_linear", "method.delta_r=0", ValueError, "delta_r=0"),
+    ("method=triadapt_linear", "method.interval=-5", ValueError, "interval=-5"),
+    ("method=triadapt_linear", "method.dropout=1.5", ValueError, r"dropout=1.5 must lie in \[0, 1\)"),
+    ("method=lora", "train.lr=-0.001", ValueError, r"train.lr=-0.001 must be > 0"),
+    ("method=triadapt_linear", "method.t0=100000", ValueError, "no growth event fits: total_steps T=20"),
+    ("method=increlora", "method.init_warmup=100000", ValueError, "init_warmup=.* >= total_steps=20"),
+    ("method=adalora", "method.tinit=100000", ValueError, "tinit=.*total_steps=20"),
+]
+
+
+@pytest.mark.parametrize("method, override, error, message", BAD_VALUES, ids=[v[1] for v in BAD_VALUES])
+def test_out_of_range_values_fail_at_start(method, override, error, message, tmp_path, data_dir):
+    cfg = compose_config(method, override, "model=tiny_deberta", "task=rte", f"data.dir={data_dir}",
+                         f"results_dir={tmp_path / 'results'}", "train.max_steps=20", "train.scale_schedule=false")
+    with pytest.raises(error, match=message):
+        runner.train.run(cfg, tmp_path / "out")
+    assert nothing_written(tmp_path)
+
+
+def test_missing_data_directory_fails_with_nothing_written(tmp_path):
+    cfg = compose_config("model=tiny_deberta", "task=rte", f"data.dir={tmp_path / 'nowhere'}",
+                         f"results_dir={tmp_path / 'results'}")
+    with pytest.raises(DataError, match="nowhere"):
+        runner.train.run(cfg, tmp_path / "out")
+    assert nothing_written(tmp_path)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, data_dir, monkeypatch):
+    class Exploding(Method):
+        def regularizer(self):
+            return None
+
+        def before_optimizer_step(self, step):
+            if step == 6:  # poison the weights: the next forward gives NaN
+                with torch.no_grad():
+                    for p in self.model.parameters():
+                        p.fill_(float("nan"))
+            return []
+
+    monkeypatch.setattr(runner.train, "build_method", lambda cfg, model, ctx: Exploding(model))
+    cfg = compose_config("model=tiny_deberta", "task=rte", f"data.dir={data_dir}", f"results_dir={tmp_path / 'res'}",
+                         "train.max_steps=12", "train.batch_size=4", "train.checkpoint_every=5",
+                         "task.max_seq_length=32", "train.eval_every=12")
+    with pytest.raises(FloatingPointError, match="at step 7"):
+        runner.train.run(cfg, tmp_path / "out")
+    assert checkpoint.latest_checkpoint(tmp_path / "out").name == "step-5"
+    assert not (tmp_path / "res").exists()
+
+
+def test_checkpoint_loading_never_unpickles(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    folder = tmp_path / "step-1"
+    folder.mkdir()
+    (folder / "tensors.safetensors").write_bytes(pickle.dumps({"model.x": Payload()}))
+    (folder / "state.json").write_text("{}")
+    with pytest.raises(Exception) as error:
+        checkpoint.load(folder)
+    assert not isinstance(error.value, AssertionError) and not marker.exists()
+
+
+def test_no_code_path_unpickles_or_trusts_remote_code():
+    sources = [p for d in ("runner", "triadapt", "baselines", "scripts") for p in (ROOT / d).rglob("*.py")]
+    sources.append(ROOT / "run.py")
+    for path in sources:
+        text = path.read_text()
+        for forbidden in ("pickle.load", "trust_remote_code=True", "torch.load("):
+            assert forbidden not in text, f"{path.name} uses {forbidden}"
+
+
+def test_resume_refuses_another_config(tmp_path):
+    with pytest.raises(checkpoint.ResumeError, match="train.lr: 0.001 -> 0.002"):
+        checkpoint.check_same_config({"train": {"lr": 0.001}, "resume": False}, {"train": {"lr": 0.002}, "resume": True})
+    checkpoint.check_same_config({"a": 1, "resume": False}, {"a": 1, "resume": True})
