@@ -97,25 +97,29 @@ def load_glue(task_cfg, data_dir: str | Path) -> tuple[dict[str, Split], str]:
     return _from_hub(task_cfg), f"hub:{task_cfg.hub.path}/{task_cfg.hub.name}"
 
 
-class EncodedSplit(Dataset):
-    """Tokenized examples (truncated to the task's max length, not padded)."""
+class Features(Dataset):
+    """Tokenized examples as dicts (not padded; the collator pads per batch)."""
 
-    def __init__(self, split: Split, tokenizer, max_length: int):
-        args = (split.text_a,) if split.text_b is None else (split.text_a, split.text_b)
-        self.encodings = tokenizer(*args, truncation=True, max_length=max_length)
-        self.labels = split.labels
-        self.lengths = [len(ids) for ids in self.encodings["input_ids"]]
+    def __init__(self, items: list[dict]):
+        self.items = items
+        self.lengths = [len(item["input_ids"]) for item in items]
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        item = {k: v[i] for k, v in self.encodings.items()}
-        item["labels"] = self.labels[i]
-        return item
+        return self.items[i]
 
 
-def train_loader(dataset: EncodedSplit, tokenizer, batch_size: int, seed: int, epoch: int,
+def encode_split(split: Split, tokenizer, max_length: int) -> Features:
+    """Tokenize a GLUE split, truncated to the task's max length."""
+    args = (split.text_a,) if split.text_b is None else (split.text_a, split.text_b)
+    encodings = tokenizer(*args, truncation=True, max_length=max_length)
+    return Features([{**{k: v[i] for k, v in encodings.items()}, "labels": label}
+                     for i, label in enumerate(split.labels)])
+
+
+def train_loader(dataset: Features, tokenizer, batch_size: int, seed: int, epoch: int,
                  group_by_length: bool) -> DataLoader:
     """One epoch of shuffled batches, padded per batch; the order depends only on (seed, epoch)."""
     generator = torch.Generator().manual_seed(seed * 10_000 + epoch)
@@ -128,5 +132,5 @@ def train_loader(dataset: EncodedSplit, tokenizer, batch_size: int, seed: int, e
                       generator=torch.Generator().manual_seed(seed))
 
 
-def eval_loader(dataset: EncodedSplit, tokenizer, batch_size: int) -> DataLoader:
+def eval_loader(dataset: Features, tokenizer, batch_size: int) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=DataCollatorWithPadding(tokenizer))

@@ -9,11 +9,12 @@ from urllib.parse import urlparse
 import torch
 import transformers
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
 transformers.utils.logging.set_verbosity_error()
 
 SOURCES = ("hub", "minilm_package", "tiny_deberta")
+HEADS = {"classification": AutoModelForSequenceClassification, "question_answering": AutoModelForQuestionAnswering}
 
 
 class HubUnavailableError(RuntimeError):
@@ -56,8 +57,9 @@ def load_tokenizer(model_cfg):
     return AutoTokenizer.from_pretrained(minilm_path())  # MiniLM and the tiny DeBERTa share it
 
 
-def load_model(model_cfg, num_labels: int, cls_dropout: float, seed: int) -> nn.Module:
-    """A sequence-classification model; regression when num_labels == 1."""
+def load_model(model_cfg, head: str, num_labels: int, cls_dropout: float, seed: int) -> nn.Module:
+    """The backbone with a classification head (regression when num_labels == 1) or a span-extraction
+    head (``question_answering``)."""
     if model_cfg.source not in SOURCES:
         raise ValueError(f"model.source={model_cfg.source!r}; valid: {', '.join(SOURCES)}")
     torch.manual_seed(seed)  # the classifier head (and the tiny model) are drawn from this seed
@@ -72,11 +74,12 @@ def load_model(model_cfg, num_labels: int, cls_dropout: float, seed: int) -> nn.
         config = _from_hub(AutoConfig.from_pretrained, model_cfg.pretrained)
     config.num_labels = num_labels
     config.cls_dropout = config.classifier_dropout = cls_dropout  # DeBERTa reads the first, BERT the second
+    auto = HEADS[head]
     if model_cfg.source == "tiny_deberta":
-        return AutoModelForSequenceClassification.from_config(config)
+        return auto.from_config(config)
     if model_cfg.source == "minilm_package":
-        return AutoModelForSequenceClassification.from_pretrained(minilm_path(), config=config)
-    return _from_hub(AutoModelForSequenceClassification.from_pretrained, model_cfg.pretrained, config=config)
+        return auto.from_pretrained(minilm_path(), config=config)
+    return _from_hub(auto.from_pretrained, model_cfg.pretrained, config=config)
 
 
 def set_trainable(model: nn.Module, module_names, requires_grad: bool = True) -> None:

@@ -15,28 +15,13 @@ from tqdm import tqdm
 from transformers import set_seed
 
 from . import checkpoint, records
-from .data import EncodedSplit, eval_loader, load_glue, train_loader
+from .data import train_loader
 from .methods import RunContext, build_method
-from .metrics import glue_metrics
 from .models import count_trainable, load_model, load_tokenizer, set_trainable
 from .optim import add_param_group, build_optimizer
+from .tasks import build_task
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-@torch.no_grad()
-def evaluate(model, loaders: dict, task_cfg) -> dict[str, dict[str, float]]:
-    model.eval()
-    out = {}
-    for split, loader in loaders.items():
-        predictions, labels = [], []
-        for batch in loader:
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-            predictions.append(logits.squeeze(-1) if task_cfg.labels is None else logits.argmax(-1))
-            labels.append(batch["labels"])
-        out[split] = glue_metrics(task_cfg.name, torch.cat(predictions).numpy(), torch.cat(labels).numpy())
-    model.train()
-    return out
 
 
 def batches_forever(dataset, tokenizer, batch_size: int, seed: int, group_by_length: bool, skip: int = 0):
@@ -98,11 +83,9 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     set_seed(cfg.seed)
 
     # 1. Data: tokenized once, truncated to the task's max length, padded per batch.
-    splits, data_source = load_glue(task, cfg.data.dir)
     tokenizer = load_tokenizer(cfg.model)
-    train_set = EncodedSplit(splits["train"], tokenizer, task.max_seq_length)
-    eval_loaders = {name: eval_loader(EncodedSplit(splits[name], tokenizer, task.max_seq_length), tokenizer,
-                                      train_cfg.eval_batch_size) for name in task.eval_files}
+    data = build_task(task, cfg.data.dir, tokenizer, train_cfg.eval_batch_size)
+    train_set = data.train_set
 
     # 2. Step budget. T counts optimizer steps. The paper's step settings (warm-up, t0, intervals) refer
     #    to T_paper = epochs at the paper's batch size; they are scaled by T / T_paper (scale_schedule).
@@ -121,8 +104,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     setup_seconds = time.time() - started
 
     # 3. Model and method. Every method but full fine-tuning also trains the classifier and pooler.
-    num_labels = 1 if task.labels is None else len(task.labels)
-    model = load_model(cfg.model, num_labels, task.cls_dropout, cfg.seed)
+    model = load_model(cfg.model, data.head, data.num_labels, task.cls_dropout, cfg.seed)
     method = build_method(cfg.method, model, RunContext(total_steps, scale, cfg.seed, list(cfg.model.target_modules)))
     set_trainable(method.model, list(cfg.model.head_modules))
     trainable_at_start = count_trainable(method.model)
@@ -194,7 +176,9 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
 
         done = step + 1
         if done % eval_every == 0 or done == total_steps:
-            metrics = evaluate(method.model, eval_loaders, task)
+            method.model.eval()
+            metrics = data.evaluate(method.model)
+            method.model.train()
             last_main = metrics[next(iter(metrics))][task.metric]
             evaluations.append({"step": done, "epoch": done / steps_per_epoch, "metrics": metrics, "main": last_main})
         if done % checkpoint_every == 0 or done == total_steps:
@@ -216,8 +200,8 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         "seed": cfg.seed,
         "tag": cfg.tag,
         "method": cfg.method.name, "task": task.name, "model": cfg.model.name,
-        "data": {"source": data_source, "train_examples": len(train_set),
-                 "eval_examples": {name: len(loader.dataset) for name, loader in eval_loaders.items()}},
+        "data": {"source": data.source, "train_features": len(train_set), "eval_examples": data.eval_sizes,
+                 "protocol": data.protocol},
         "steps": total_steps,
         "schedule": {"paper_steps": paper_steps, "steps_per_epoch": steps_per_epoch, "scale": factor,
                      "warmup_steps": warmup, "eval_every": eval_every},

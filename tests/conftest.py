@@ -32,7 +32,7 @@ def tiny_model():
     from runner.models import load_model
 
     cfg = compose_config("model=tiny_deberta")
-    return load_model(cfg.model, num_labels=2, cls_dropout=0.0, seed=0)
+    return load_model(cfg.model, "classification", 2, cls_dropout=0.0, seed=0)
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def test_every_method_trains_on_tiny_deberta_stsb(method, tmp_path, data_dir):
     cfg = compose_config(f"method={method}", "model=tiny_deberta", "task=stsb", f"data.dir={data_dir}",
                          f"results_dir={tmp_path}", "train.max_steps=40", "train.batch_size=8",
                          "task.max_seq_length=48", "train.eval_batch_size=256")
-    fresh = load_model(cfg.model, num_labels=1, cls_dropout=0.0, seed=0)
+    fresh = load_model(cfg.model, "classification", 1, cls_dropout=0.0, seed=0)
     record, _ = runner.train.run(cfg, tmp_path / "out")
     assert record["trainable_parameters"]["at_start"] == expected_trainable(method, fresh)
     assert record["data"]["eval_examples"] == {"dev": 1500}
@@ -76,7 +76,7 @@ def batch():
 def test_adalora_regulariser_reaches_the_loss():
     losses, penalty = [], None
     for weight in (0.0, 0.3):
-        model = load_model(compose_config("model=tiny_deberta").model, 2, 0.0, seed=0)
+        model = load_model(compose_config("model=tiny_deberta").model, "classification", 2, 0.0, seed=0)
         method = AdaLoRA(model, TINY_TARGETS, 100, 12, 8, 32, 0.0, 10, 20, 1, 0.85, 0.85, weight)
         losses.append(method.model.eval()(**batch()).loss.item())  # eval: no dropout noise
         terms = []

@@ -111,6 +111,16 @@ def test_out_of_range_values_fail_at_start(method, override, error, message, tmp
     assert nothing_written(tmp_path)
 
 
+def test_bad_squad_json_fails_with_nothing_written(tmp_path):
+    (tmp_path / "data" / "squad_v2").mkdir(parents=True)
+    (tmp_path / "data" / "squad_v2" / "dev-v2.0.json").write_text('{"data": [{"title": "t"}]}')
+    cfg = compose_config("model=tiny_deberta", "task=squad_v2", f"data.dir={tmp_path / 'data'}",
+                         f"results_dir={tmp_path / 'results'}")
+    with pytest.raises(DataError, match="dev-v2.0.json is not an official SQuAD 2.0 JSON"):
+        runner.train.run(cfg, tmp_path / "out")
+    assert nothing_written(tmp_path)
+
+
 def test_missing_data_directory_fails_with_nothing_written(tmp_path):
     cfg = compose_config("model=tiny_deberta", "task=rte", f"data.dir={tmp_path / 'nowhere'}",
                          f"results_dir={tmp_path / 'results'}")

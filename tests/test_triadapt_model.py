@@ -98,7 +98,7 @@ def test_save_after_growth_reloads_identical_logits(tiny_model, tiny_batch, tmp_
     tri.eval()
     logits = tri(**tiny_batch).logits
     tri.save_pretrained(tmp_path)
-    fresh = load_model(compose_config("model=tiny_deberta").model, num_labels=2, cls_dropout=0.0, seed=0)  # same base weights
+    fresh = load_model(compose_config("model=tiny_deberta").model, "classification", 2, cls_dropout=0.0, seed=0)  # same base weights
     loaded = TriAdaptModel.from_pretrained(fresh, tmp_path).eval()
     assert loaded.rank_pattern() == tri.rank_pattern() and len(set(tri.rank_pattern().values())) > 1
     assert torch.equal(loaded(**tiny_batch).logits, logits)  # max |delta| = 0
@@ -134,7 +134,7 @@ def test_checkpoint_with_wrong_rank_pattern_is_refused(tiny_model, tmp_path):
     name = next(iter(saved["growth_blocks"]))
     saved["growth_blocks"][name][-1] += 1
     state_file.write_text(json.dumps(saved))
-    fresh = load_model(compose_config("model=tiny_deberta").model, num_labels=2, cls_dropout=0.0, seed=0)
+    fresh = load_model(compose_config("model=tiny_deberta").model, "classification", 2, cls_dropout=0.0, seed=0)
     with pytest.raises(ValueError, match="does not fit"):
         TriAdaptModel.from_pretrained(fresh, tmp_path)
 

@@ -1,0 +1,107 @@
+"""A task, as the loop sees it: a training set, an evaluation, and the model head it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import squad
+from .data import DataError, Features, encode_split, eval_loader, load_glue
+from .metrics import glue_metrics
+from .models import hub_reachable
+
+
+class GlueTask:
+    head = "classification"
+
+    def __init__(self, task_cfg, data_dir, tokenizer, eval_batch_size: int):
+        self.cfg = task_cfg
+        splits, self.source = load_glue(task_cfg, data_dir)
+        self.num_labels = 1 if task_cfg.labels is None else len(task_cfg.labels)
+        self.train_set = encode_split(splits["train"], tokenizer, task_cfg.max_seq_length)
+        self.eval_loaders = {name: eval_loader(encode_split(splits[name], tokenizer, task_cfg.max_seq_length),
+                                               tokenizer, eval_batch_size) for name in task_cfg.eval_files}
+        self.eval_sizes = {name: len(loader.dataset) for name, loader in self.eval_loaders.items()}
+        self.protocol = {}
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, dict[str, float]]:
+        out = {}
+        for split, loader in self.eval_loaders.items():
+            predictions, labels = [], []
+            for batch in loader:
+                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+                predictions.append(logits.squeeze(-1) if self.num_labels == 1 else logits.argmax(-1))
+                labels.append(batch["labels"])
+            out[split] = glue_metrics(self.cfg.name, torch.cat(predictions).numpy(), torch.cat(labels).numpy())
+        return out
+
+
+class SquadTask:
+    """SQuAD 2.0. Data: the official train/dev JSON under data.dir/squad_v2, else the Hub, else (only the
+    dev file present) the offline protocol: the official dev set split by article, seeded."""
+
+    head = "question_answering"
+    num_labels = 2
+
+    def __init__(self, task_cfg, data_dir, tokenizer, eval_batch_size: int):
+        self.cfg = task_cfg
+        folder = Path(data_dir) / "squad_v2"
+        train_file, dev_file = folder / task_cfg.train_file, folder / task_cfg.dev_file
+        self.protocol = {"name": "official"}
+        if train_file.is_file() and dev_file.is_file():
+            train, dev, self.source = squad.read_squad_json(train_file), squad.read_squad_json(dev_file), str(folder)
+        elif dev_file.is_file():
+            split = task_cfg.dev_split
+            train, dev, held_out = squad.split_by_article(squad.read_squad_json(dev_file), split.eval_fraction, split.seed)
+            self.source = f"{dev_file} (dev-split protocol)"
+            self.protocol = {"name": "dev_split", "note": "trained and evaluated on disjoint articles of the official "
+                             "dev set; not comparable to the paper's Table IV", "eval_articles": held_out,
+                             "train_questions": len(train), "eval_questions": len(dev), **dict(split)}
+        elif hub_reachable():
+            train, dev, self.source = self._from_hub(task_cfg.hub)
+        else:
+            raise DataError(f"SQuAD 2.0: no {dev_file} and the Hugging Face Hub cannot be reached")
+        self.examples = dev
+        self.train_set = Features(squad.train_features(train, tokenizer, task_cfg.max_seq_length, task_cfg.doc_stride))
+        self.features = squad.eval_features(dev, tokenizer, task_cfg.max_seq_length, task_cfg.doc_stride)
+        self.loader = eval_loader(Features(self.features.inputs), tokenizer, eval_batch_size)
+        self.eval_sizes = {"dev": len(dev)}
+
+    @staticmethod
+    def _from_hub(hub_cfg):
+        import datasets
+
+        data = datasets.load_dataset(hub_cfg.path)
+
+        def convert(part):
+            return [{"id": r["id"], "title": r["title"], "context": r["context"], "question": r["question"],
+                     "answers": list(r["answers"]["text"]), "answer_starts": list(r["answers"]["answer_start"])}
+                    for r in part]
+
+        return convert(data["train"]), convert(data["validation"]), f"hub:{hub_cfg.path}"
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, dict[str, float]]:
+        starts, ends = [], []
+        for batch in self.loader:
+            out = model(**batch)
+            starts.append(out.start_logits)
+            ends.append(out.end_logits)
+        width = max(s.shape[1] for s in starts)  # batches are padded to different lengths
+        pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=-1e4).numpy()  # noqa: E731
+        start_logits = np.concatenate([pad(s) for s in starts])
+        end_logits = np.concatenate([pad(e) for e in ends])
+        predictions, na_scores = squad.postprocess(self.examples, self.features, start_logits, end_logits,
+                                                   self.cfg.n_best, self.cfg.max_answer_length, self.cfg.null_threshold)
+        return {"dev": squad.squad_v2_scores(self.examples, predictions, na_scores)}
+
+
+def build_task(task_cfg, data_dir, tokenizer, eval_batch_size: int):
+    if task_cfg.kind == "glue":
+        return GlueTask(task_cfg, data_dir, tokenizer, eval_batch_size)
+    if task_cfg.kind == "squad_v2":
+        return SquadTask(task_cfg, data_dir, tokenizer, eval_batch_size)
+    raise ValueError(f"task.kind={task_cfg.kind!r}; valid: glue, squad_v2")
