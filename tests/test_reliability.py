@@ -57,7 +57,10 @@ def test_sigkill_between_checkpoints_then_resume_gives_the_same_record(method, t
 
 
 def nothing_written(tmp_path):
-    return not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("checkpoints"))
+    """No record under results/ and no checkpoint under the run folder."""
+    written = [p for d in ("results", "res", "out") for p in (tmp_path / d).rglob("*")
+               if p.suffix == ".json" or p.name == "checkpoints"]
+    return not written
 
 
 def rte_dir(tmp_path, data_dir, train_text=None):
