@@ -65,6 +65,8 @@ class SquadTask:
         else:
             raise DataError(f"SQuAD 2.0: no {dev_file} and the Hugging Face Hub cannot be reached")
         self.examples = dev
+        no_answer = sum(1 for ex in dev if not ex["answers"])
+        self.protocol["all_empty_baseline"] = 100.0 * no_answer / len(dev)  # EM = F1 of predicting "" everywhere
         self.train_set = Features(squad.train_features(train, tokenizer, task_cfg.max_seq_length, task_cfg.doc_stride))
         self.features = squad.eval_features(dev, tokenizer, task_cfg.max_seq_length, task_cfg.doc_stride)
         self.loader = eval_loader(Features(self.features.inputs), tokenizer, eval_batch_size)
