@@ -87,5 +87,18 @@ def write_record(record: dict, directory: str | Path, stem: str) -> Path:
         os.unlink(tmp)
 
 
+IGNORED_FOR_IDENTITY = ("resume", "skip_existing", "tag")  # a run shared by two experiments runs once
+
+
+def find_record(directory: str | Path, stem: str, config: dict) -> Path | None:
+    """An existing record of the same run: same name stem and the same resolved config."""
+    wanted = {k: v for k, v in config.items() if k not in IGNORED_FOR_IDENTITY}
+    for path in sorted(Path(directory).glob(f"{stem}*.json")):
+        saved = json.loads(path.read_text())["config"]
+        if {k: v for k, v in saved.items() if k not in IGNORED_FOR_IDENTITY} == wanted:
+            return path
+    return None
+
+
 def read_records(directory: str | Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(directory).rglob("*.json")) if not p.name.startswith(".")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 import time
 from pathlib import Path
@@ -78,6 +79,12 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     started = time.time()
     task, train_cfg = cfg.task, cfg.train
     check_train_settings(train_cfg)
+    record_dir, stem = Path(cfg.results_dir) / cfg.model.name, f"{task.name}--{cfg.method.name}--seed{cfg.seed}"
+    if cfg.skip_existing:
+        done = records.find_record(record_dir, stem, OmegaConf.to_container(cfg, resolve=True))
+        if done is not None:
+            print(f"skipped: {done} holds this run already")
+            return json.loads(done.read_text()), done
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
     set_seed(cfg.seed)
@@ -213,7 +220,6 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         "method_state": method.summary(),
         "output_dir": str(output_dir),
     }
-    stem = f"{task.name}--{cfg.method.name}--seed{cfg.seed}"
-    path = records.write_record(record, Path(cfg.results_dir) / cfg.model.name, stem)
+    path = records.write_record(record, record_dir, stem)
     (output_dir / FINISHED).write_text(str(path))
     return record, path

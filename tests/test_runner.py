@@ -104,3 +104,13 @@ def test_write_record_is_atomic_and_refuses_incomplete(tmp_path):
     p1 = records.write_record(full, tmp_path, "a")
     p2 = records.write_record({**full, "seed": 2}, tmp_path, "a")
     assert (p1.name, p2.name) == ("a.json", "a-2.json") and json.loads(p1.read_text())["seed"] == 1
+
+
+def test_skip_existing_reuses_the_record_of_the_same_config(tmp_path, data_dir):
+    first, p1 = short_run(tmp_path, "method=bitfit", "train.max_steps=2", data_dir=data_dir)
+    again, p2 = short_run(tmp_path, "method=bitfit", "train.max_steps=2", "skip_existing=true", data_dir=data_dir,
+                          out="again")
+    assert p2 == p1 and again == json.loads(p1.read_text())
+    other, p3 = short_run(tmp_path, "method=bitfit", "train.max_steps=3", "skip_existing=true", data_dir=data_dir,
+                          out="other")
+    assert p3 != p1 and other["steps"] == 3

@@ -1,0 +1,176 @@
+"""Rebuild the paper's Tables I-IV from our run records, beside the paper's own numbers.
+
+    python scripts/make_tables.py [--runs results/runs] [--paper results/paper_reported.json] [--out results/tables]
+
+Reads only JSON records (never a model). A record counts for a table when it follows a protocol:
+``cpu`` (train.max_steps == task.cpu_steps, the CPU protocol of conf/experiment/cpu_protocol.yaml) or
+``paper`` (the task's full epochs). Ad-hoc runs (other step budgets) are left out. Each cell is the
+mean ± std over seeds of the best dev score of each run, in percent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+GLUE = ["mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb"]
+TABLE1 = ["full_ft", "bitfit", "hadapter", "padapter", "lora", "adalora", "increlora", "triadapt_fixed_k",
+          "triadapt_linear", "triadapt_nonlinear", "tlora"]
+TABLE2 = ["triadapt_nonlinear", "triadapt_nonlinear_no_orth"]
+TABLE3 = ["triadapt_nonlinear", "triadapt_nonlinear_sqrt_r", "triadapt_nonlinear_no_norm"]
+TABLE4 = ["full_ft", "hadapter", "lora", "increlora", "triadapt_linear", "triadapt_nonlinear", "triadapt_fixed_k"]
+CLAIMS = [("triadapt_linear", "increlora"), ("triadapt_nonlinear", "increlora"), ("triadapt_linear", "adalora"),
+          ("triadapt_nonlinear", "adalora"), ("triadapt_linear", "lora")]
+MODEL_LABELS = {"minilm": "all-MiniLM-L6-v2 on CPU", "deberta_v3_base": "DeBERTaV3-base",
+                "tiny_deberta": "tiny random DeBERTa (test model; numbers meaningless)"}
+
+
+def protocol(record: dict) -> str | None:
+    train, task = record["config"]["train"], record["config"]["task"]
+    if train["max_steps"] is None:
+        return "paper"
+    if train["max_steps"] == task.get("cpu_steps"):
+        return "cpu"
+    return None
+
+
+def load_runs(runs_dir: Path) -> dict:
+    """(model, protocol) -> method -> task -> seed -> record (the newest record of a repeated run)."""
+    runs = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for path in sorted(Path(runs_dir).rglob("*.json")):
+        record = json.loads(path.read_text())
+        kind = protocol(record)
+        if kind is not None:
+            runs[(record["model"], kind)][record["method"]][record["task"]][record["seed"]] = record
+    return runs
+
+
+def score(record: dict, metric: str | None = None) -> float:
+    """Best dev score in percent (GLUE metrics are fractions, SQuAD's are percentages already)."""
+    best = record["best"]
+    value = best["metrics"][next(iter(best["metrics"]))][metric] if metric else best["main"]
+    return value if record["task"] == "squad_v2" else 100 * value
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def paper_cell(entry: dict | None) -> str:
+    if entry is None:
+        return "–"
+    return f"{entry['mean']:.2f}" + ("" if entry["std"] is None else f" ± {entry['std']:.1f}")
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def latex(header: list[str], rows: list[list[str]]) -> str:
+    esc = lambda s: s.replace("±", r"$\pm$").replace("_", r"\_").replace("–", "--")  # noqa: E731
+    body = [" & ".join(esc(c) for c in r) + r" \\" for r in rows]
+    return "\n".join([r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
+                      " & ".join(esc(h) for h in header) + r" \\", r"\midrule", *body, r"\bottomrule",
+                      r"\end{tabular}"]) + "\n"
+
+
+def glue_table(methods: list[str], by_method: dict, paper_rows: dict) -> tuple[list[str], list[list[str]]]:
+    tasks = [t for t in GLUE if any(by_method.get(m, {}).get(t) for m in methods)]
+    header = ["method", *tasks, "avg"]
+    rows = []
+    for m in methods:
+        if m not in by_method:
+            continue
+        means = [statistics.mean([score(r) for r in by_method[m][t].values()]) for t in tasks if by_method[m].get(t)]
+        cells = [cell([score(r) for r in by_method[m].get(t, {}).values()]) for t in tasks]
+        rows.append([m, *cells, f"{statistics.mean(means):.2f}" if len(means) == len(tasks) else "–"])
+        if m in paper_rows:
+            rows.append([f"{m} (paper)", *[paper_cell(paper_rows[m]["tasks"].get(t)) for t in tasks],
+                         f"{paper_rows[m]['average']:.2f} (8 tasks)"])
+    return header, rows
+
+
+def verdict(diffs: list[float]) -> str:
+    """"holds" when every paired difference is positive and the mean exceeds one std; the mirror image
+    for "does not hold"; anything else is inconclusive at this number of seeds."""
+    if len(diffs) < 2:
+        return "inconclusive (one seed)"
+    mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    if mean - sd > 0 and min(diffs) > 0:
+        return "holds"
+    if mean + sd < 0 and max(diffs) < 0:
+        return "does not hold"
+    return f"inconclusive at {len(diffs)} seeds"
+
+
+def claims_table(by_method: dict) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for ours, other in CLAIMS:
+        for task in GLUE:
+            a, b = by_method.get(ours, {}).get(task, {}), by_method.get(other, {}).get(task, {})
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            diffs = [score(a[s]) - score(b[s]) for s in seeds]
+            rows.append([f"{ours} > {other}", task, ", ".join(f"{d:+.2f}" for d in diffs), cell(diffs), verdict(diffs)])
+    return ["claim", "task", "per-seed difference", "mean ± std", "verdict"], rows
+
+
+def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
+    paper = json.loads(Path(paper_file).read_text())
+    runs = load_runs(runs_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    paper1 = {r["method"]: r for r in paper["table1"] if r["method"]}
+    paper2 = {r["method"]: r for r in paper["table2"]}
+    paper3 = {r["method"]: r for r in paper["table3"]}
+    paper4 = {r["method"]: r for r in paper["table4"]}
+    for (model, kind), by_method in sorted(runs.items()):
+        seeds = sorted({s for tasks in by_method.values() for t in tasks.values() for s in t})
+        title = (f"{MODEL_LABELS.get(model, model)}, {kind} protocol, GLUE dev, best dev score per run, "
+                 f"mean ± std over seeds {seeds}. Paper rows: DeBERTaV3-base on an A100 (results/paper_reported.json).")
+        sections = [("table1", "Table I", glue_table(TABLE1, by_method, paper1)),
+                    ("table2", "Table II (orthogonal constraint)", glue_table(TABLE2, by_method, paper2)),
+                    ("table3", "Table III (F-norm normalisation)", glue_table(TABLE3, by_method, paper3)),
+                    ("claims", "Paired per-seed differences", claims_table(by_method))]
+        squad_rows = []
+        for m in TABLE4:
+            squad = by_method.get(m, {}).get("squad_v2", {})
+            if squad:
+                squad_rows.append([m, cell([score(r, "exact") for r in squad.values()]),
+                                   cell([score(r, "f1") for r in squad.values()]),
+                                   f"{paper4[m]['exact']:.2f} / {paper4[m]['f1']:.2f}" if m in paper4 else "–"])
+        if squad_rows:
+            sections.append(("table4", "Table IV (SQuAD 2.0; ours on the offline dev-split protocol, not comparable)",
+                             (["method", "EM", "F1", "paper EM / F1"], squad_rows)))
+        for name, caption, (header, rows) in sections:
+            if not rows:
+                continue
+            stem = out_dir / f"{name}_{model}_{kind}"
+            stem.with_suffix(".md").write_text(f"**{caption}.** {title}\n\n" + markdown(header, rows))
+            stem.with_suffix(".tex").write_text(f"% {caption}. {title}\n" + latex(header, rows))
+            written.append(stem.with_suffix(".md"))
+    return written
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = Path(__file__).resolve().parent.parent
+    parser.add_argument("--runs", type=Path, default=root / "results" / "runs")
+    parser.add_argument("--paper", type=Path, default=root / "results" / "paper_reported.json")
+    parser.add_argument("--out", type=Path, default=root / "results" / "tables")
+    args = parser.parse_args()
+    for path in build(args.runs, args.paper, args.out):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
