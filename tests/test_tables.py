@@ -16,3 +16,15 @@ def test_tables_match_the_golden_files(tmp_path):
     for name in ("table1_minilm_cpu.md", "claims_minilm_cpu.md"):
         assert (tmp_path / name).read_text() == (FIXTURES / "expected" / name).read_text()
     assert sorted(p.name for p in tmp_path.glob("*.md")) == ["claims_minilm_cpu.md", "table1_minilm_cpu.md"]
+
+
+def test_rank_grid_places_each_matrix_by_layer_and_type():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "scripts" / "make_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    pattern = {"bert.encoder.layer.0.attention.self.query": 3, "bert.encoder.layer.0.attention.output.dense": 5,
+               "bert.encoder.layer.1.output.dense": 7, "deberta.encoder.layer.1.attention.self.value_proj": 2}
+    grid = figures.rank_grid(pattern)
+    assert grid.tolist() == [[3, 0, 0, 5, 0, 0], [0, 0, 2, 0, 0, 7]]  # columns Wq Wk Wv Wa Wm Wo

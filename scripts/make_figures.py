@@ -1,0 +1,145 @@
+"""Rebuild the paper's figures from our run records (PNG, under figures/).
+
+    python scripts/make_figures.py [--runs results/runs] [--out figures]
+
+- fig2_ranks_<model>_<task>.png: final rank per layer x matrix type, one panel per method (paper Fig. 2);
+- fig3/4/5_<model>.png: RTE dev accuracy against the initial warm-up, the update interval and the
+  reference rank, TriAdaptLoRA against IncreLoRA (mean and min-max band over seeds) (paper Figs. 3-5);
+- growth_timeline_<model>_<task>.png: total rank and k per growth event against steps, per mode.
+Reads only JSON records (never a model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+MATRICES = ["Wq", "Wk", "Wv", "Wa", "Wm", "Wo"]
+SUFFIXES = [("attention.output.dense", "Wa"), ("intermediate.dense", "Wm"), ("output.dense", "Wo"),
+            ("query", "Wq"), ("query_proj", "Wq"), ("key", "Wk"), ("key_proj", "Wk"), ("value", "Wv"),
+            ("value_proj", "Wv")]
+FIG2_METHODS = ["triadapt_linear", "triadapt_fixed_k", "adalora", "increlora"]
+SWEEPS = {"fig3": ("warmup_steps", "initial warm-up (paper-scale steps)"),
+          "fig4": ("interval", "rank-update interval (paper-scale steps)"),
+          "fig5": ("r_ref", "reference rank r_ref")}
+
+
+def matrix_position(name: str) -> tuple[int, str]:
+    """(layer, paper matrix name) of an adapted module, e.g. (3, "Wq")."""
+    layer = int(re.search(r"layer\.(\d+)\.", name).group(1))
+    return layer, next(label for suffix, label in SUFFIXES if name.endswith("." + suffix))
+
+
+def rank_grid(rank_pattern: dict[str, int]) -> np.ndarray:
+    positions = {matrix_position(n): r for n, r in rank_pattern.items()}
+    layers = max(layer for layer, _ in positions) + 1
+    return np.array([[positions.get((layer, m), 0) for m in MATRICES] for layer in range(layers)])
+
+
+def load(runs_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(runs_dir).rglob("*.json"))]
+
+
+def fig2(records: list[dict], out: Path) -> list[Path]:
+    """One figure per (model, task) with seed-0 final ranks of the four growing/pruning methods."""
+    chosen = defaultdict(dict)
+    for r in records:
+        if r["method"] in FIG2_METHODS and r["seed"] == 0 and r.get("method_state", {}).get("rank_pattern") \
+                and r.get("tag") == "table1":
+            chosen[(r["model"], r["task"])][r["method"]] = r["method_state"]["rank_pattern"]
+    paths = []
+    for (model, task), patterns in sorted(chosen.items()):
+        methods = [m for m in FIG2_METHODS if m in patterns]
+        fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.6), squeeze=False)
+        for ax, m in zip(axes[0], methods):
+            sns.heatmap(rank_grid(patterns[m]), annot=True, fmt="d", cbar=False, ax=ax, cmap="viridis",
+                        xticklabels=MATRICES)
+            ax.set_title(m)
+            ax.set_ylabel("layer")
+        fig.suptitle(f"Final rank per matrix, {task}, {model} (seed 0)")
+        fig.tight_layout()
+        paths.append(out / f"fig2_ranks_{model}_{task}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def sensitivity(records: list[dict], out: Path) -> list[Path]:
+    paths = []
+    for tag, (key, label) in SWEEPS.items():
+        points = defaultdict(lambda: defaultdict(list))  # (model, method) -> value -> scores
+        for r in records:
+            if r.get("tag") == tag:
+                points[(r["model"], r["method"])][r["config"]["task"][key]].append(100 * r["best"]["main"])
+        for model in sorted({m for m, _ in points}):
+            fig, ax = plt.subplots(figsize=(5, 3.4))
+            for (mod, method), by_value in sorted(points.items()):
+                if mod != model:
+                    continue
+                xs = sorted(by_value)
+                ys = [np.mean(by_value[x]) for x in xs]
+                ax.plot(xs, ys, marker="o", label=method)
+                ax.fill_between(xs, [min(by_value[x]) for x in xs], [max(by_value[x]) for x in xs], alpha=0.2)
+            ax.set_xlabel(label)
+            ax.set_ylabel("RTE dev accuracy (%)")
+            ax.set_title(f"{tag}: {model}")
+            ax.legend()
+            fig.tight_layout()
+            paths.append(out / f"{tag}_{model}.png")
+            fig.savefig(paths[-1], dpi=110)
+            plt.close(fig)
+    return paths
+
+
+def growth_timeline(records: list[dict], out: Path) -> list[Path]:
+    """Total rank and k per event for the three TriAdaptLoRA modes (seed 0, Table I runs)."""
+    runs = defaultdict(dict)
+    for r in records:
+        history = r.get("method_state", {}).get("growth_history")
+        if r["method"].startswith("triadapt_") and r["seed"] == 0 and history and r.get("tag") == "table1":
+            runs[(r["model"], r["task"])][r["method"]] = (r, history)
+    paths = []
+    for (model, task), by_method in sorted(runs.items()):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+        for method, (record, history) in sorted(by_method.items()):
+            state = record["method_state"]
+            steps = [0] + [e["step"] for e in history] + [record["steps"]]
+            totals = [state["budget"] - history[0]["budget_before"]] + \
+                     [state["budget"] - e["budget_after"] for e in history]
+            left.step(steps, totals + totals[-1:], where="post", label=method)
+            right.plot([e["step"] for e in history], [e["k"] for e in history], marker="o", label=method)
+        left.set(xlabel="optimizer step", ylabel="total rank", title="rank budget spent")
+        right.set(xlabel="optimizer step", ylabel="k (matrices grown)", title="k per event")
+        left.legend()
+        fig.suptitle(f"Growth timeline, {task}, {model} (seed 0)")
+        fig.tight_layout()
+        paths.append(out / f"growth_timeline_{model}_{task}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def main():
+    root = Path(__file__).resolve().parent.parent
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=root / "results" / "runs")
+    parser.add_argument("--out", type=Path, default=root / "figures")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    records = load(args.runs)
+    for path in fig2(records, args.out) + sensitivity(records, args.out) + growth_timeline(records, args.out):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
