@@ -47,3 +47,14 @@ def test_unknown_choice_lists_the_valid_ones(group):
     assert f"Could not find '{group}/nonsense'" in message
     valid = {"method": METHODS, "task": TASKS, "model": MODELS}[group]
     assert all(name in message for name in valid)
+
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml") if p.stem != "cpu_protocol")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_on_the_cpu_protocol(experiment):
+    cfg = compose_config(f"+experiment={experiment}")
+    assert cfg.model.name == "minilm" and cfg.skip_existing and cfg.train.group_by_length
+    assert cfg.train.max_steps == cfg.task.cpu_steps
+    assert {"table1", "table2", "table3", "table4", "fig2", "fig3", "fig4", "fig5"} <= set(EXPERIMENTS)
