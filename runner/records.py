@@ -59,14 +59,19 @@ def _finite(value):
 
 
 def write_record(record: dict, directory: str | Path, stem: str) -> Path:
+    """Write a run record (checked for the required fields) as a new JSON file; see ``write_new_json``."""
+    missing = [f for f in REQUIRED_FIELDS if f not in record]
+    if missing:
+        raise ValueError(f"run record lacks {missing}")
+    return write_new_json(record, directory, stem)
+
+
+def write_new_json(record: dict, directory: str | Path, stem: str) -> Path:
     """Write ``record`` as ``directory/stem.json`` atomically; an existing file is never replaced.
 
     The JSON goes to a temporary file in the same folder, then is hard-linked into place (which fails
     if the name exists, then ``-2``, ``-3``... are tried), so a reader never sees a half-written record.
     """
-    missing = [f for f in REQUIRED_FIELDS if f not in record]
-    if missing:
-        raise ValueError(f"run record lacks {missing}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")

@@ -1,0 +1,246 @@
+"""Step time, allocation cost and eval throughput of every method, side by side in one process.
+
+    python scripts/bench.py --quick                       # MiniLM, length 64: a few minutes on a CPU
+    python scripts/bench.py --models minilm deberta_base_shape --lengths 64 128 256 --dropouts 0 0.1
+
+Each training step (forward, backward, the method's hooks, AdamW) is timed on fixed random batches,
+methods interleaved step by step, after warm-up steps; the median is reported as a ratio to the
+*floor* (the frozen model, backward for input gradients only) and to PEFT LoRA at the same dropout.
+Every adapter method is measured at its final budget (rank 8 per matrix; AdaLoRA at its initial 12).
+Also timed: one TriAdaptLoRA and one IncreLoRA growth event (importance, threshold, growth, optimizer
+and scheduler registration), the per-step bookkeeping of AdaLoRA and IncreLoRA, and eval throughput
+of the bare model, TriAdaptLoRA unmerged and merged. Writes results/bench/<time>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import transformers
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from baselines.adalora import AdaLoRA  # noqa: E402
+from baselines.increlora import IncreLoRA  # noqa: E402
+from baselines.lora import LoRA  # noqa: E402
+from runner import records  # noqa: E402
+from runner.method import Method  # noqa: E402
+from runner.models import minilm_path  # noqa: E402
+from runner.optim import add_param_group, build_optimizer  # noqa: E402
+from triadapt import TriAdaptConfig, TriAdaptModel  # noqa: E402
+
+TARGETS = {"bert": ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                    "intermediate.dense", "output.dense"],
+           "deberta-v2": ["attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
+                          "attention.output.dense", "intermediate.dense", "output.dense"]}
+
+
+SHAPES = {"deberta_base_shape": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+          "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)}
+
+
+def backbone(name: str):
+    """MiniLM (real weights), or a random DebertaV2 of DeBERTaV3-base shape (or tiny, for tests)."""
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    torch.manual_seed(0)
+    if name == "minilm":
+        return transformers.AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
+    config = transformers.DebertaV2Config(
+        vocab_size=30522, **SHAPES[name], relative_attention=True, position_buckets=256, pos_att_type=["p2c", "c2p"], position_biased_input=False,
+        norm_rel_ebd="layer_norm", share_att_key=True, max_relative_positions=-1, type_vocab_size=0, num_labels=2)
+    return transformers.AutoModelForSequenceClassification.from_config(config)
+
+
+class Floor(Method):
+    """The frozen model with input gradients: the least any adapter method can cost."""
+
+    def __init__(self, model):
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.requires_grad_(True))
+        super().__init__(model)
+
+
+def build(method: str, name: str, dropout: float, T: int) -> Method:
+    model = backbone(name)
+    targets = TARGETS[model.config.model_type]
+    if method == "floor":
+        return Floor(model)
+    if method == "full_ft":
+        return Method(model)
+    if method == "peft_lora":
+        return LoRA(model, targets, r=8, alpha=16, dropout=dropout)
+    if method == "triadapt":  # at its final budget: rank 8 everywhere
+        names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+                 and any(n.endswith("." + t) for t in targets)]
+        config = TriAdaptConfig(target_modules=targets, total_steps=T, dropout=dropout, alpha=16,
+                                growth_blocks={n: [1, 7] for n in names})
+        tri = TriAdaptModel(model, config)
+        method_obj = Method(tri)
+        method_obj.regularizer = tri.orthogonal_regularizer
+        return method_obj
+    if method == "adalora":
+        return AdaLoRA(model, targets, T, 12, 8, 16, dropout, 1, 1, 1, 0.85, 0.85, 0.1)
+    if method == "increlora":  # rank 8 plus its reserve, importance tracked every step, no growth
+        return IncreLoRA(model, targets, 10 ** 9, 8, 16, 4, 1, 10 ** 8, 10 ** 8, 16, dropout, 0.85, 0.85, 0.1)
+    raise ValueError(method)
+
+
+def batch(length: int, batch_size: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 20000, (batch_size, length), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (batch_size,), generator=g)}
+
+
+def train_step(method: Method, optimizer, inputs: dict, step: int) -> float:
+    start = time.perf_counter()
+    loss = method.model(**inputs).loss
+    reg = method.regularizer()
+    (loss if reg is None else loss + reg).backward()
+    method.before_optimizer_step(step)
+    if optimizer is not None:
+        optimizer.step()
+    method.after_optimizer_step(step)
+    if optimizer is not None:
+        optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def step_times(name: str, length: int, dropout: float, args) -> dict:
+    methods = {m: build(m, name, dropout, T=args.steps + args.warmup + 10) for m in args.methods}
+    optimizers = {m: (build_optimizer(meth.model, 1e-4, 0.0, 1, 10 ** 6)[0] if any(
+        p.requires_grad for p in meth.model.parameters()) else None) for m, meth in methods.items()}
+    inputs = batch(length, args.batch_size)
+    times = {m: [] for m in methods}
+    for step in range(args.warmup + args.steps):
+        for m, meth in methods.items():  # interleaved: every method sees the same machine state
+            elapsed = train_step(meth, optimizers[m], inputs, step)
+            if step >= args.warmup:
+                times[m].append(elapsed)
+    medians = {m: statistics.median(t) for m, t in times.items()}
+    return {"seconds": medians,
+            "vs_floor": {m: v / medians["floor"] for m, v in medians.items()} if "floor" in medians else {},
+            "vs_peft_lora": {m: v / medians["peft_lora"] for m, v in medians.items()} if "peft_lora" in medians else {}}
+
+
+def allocation_costs(name: str, length: int, args) -> dict:
+    """One growth event of TriAdaptLoRA and IncreLoRA; the per-step bookkeeping of AdaLoRA and IncreLoRA."""
+    inputs, out = batch(length, args.batch_size), {}
+    model = backbone(name)
+    targets = TARGETS[model.config.model_type]
+    tri = TriAdaptModel(model, TriAdaptConfig(target_modules=targets, total_steps=1000, t0=0, interval=1))
+    optimizer, scheduler = build_optimizer(tri, 1e-4, 0.0, 1, 1000)
+    tri(**inputs).loss.backward()
+    start = time.perf_counter()
+    new = tri.grow(1)
+    add_param_group(optimizer, scheduler, new, 1, 0.0, 1, 1000)
+    out["triadapt_event_s"] = time.perf_counter() - start
+    out["triadapt_M"] = len(tri.layer_names)
+    incre = build("increlora", name, 0.0, 1000)
+    incre.settings.update(init_warmup=0, interval=1)
+    incre.model(**inputs).loss.backward()
+    start = time.perf_counter()
+    incre.update_importance()
+    out["increlora_bookkeeping_s"] = time.perf_counter() - start
+    incre.model(**inputs).loss.backward()
+    optimizer, scheduler = build_optimizer(incre.model, 1e-4, 0.0, 1, 1000)
+    start = time.perf_counter()
+    new = incre.before_optimizer_step(2)  # importance update plus a growth event
+    add_param_group(optimizer, scheduler, new, 2, 0.0, 1, 1000)
+    out["increlora_event_s"] = time.perf_counter() - start
+    ada = build("adalora", name, 0.0, 1000)
+    ada.model(**inputs).loss.backward()
+    start = time.perf_counter()
+    ada.after_optimizer_step(5)
+    out["adalora_bookkeeping_s"] = time.perf_counter() - start
+    return out
+
+
+@torch.no_grad()
+def eval_throughput(name: str, length: int, args) -> dict:
+    inputs = {k: v for k, v in batch(length, args.batch_size).items() if k != "labels"}
+    bare = backbone(name).eval()
+    tri = build("triadapt", name, 0.0, 10).model.eval()
+    for p in tri.parameters():
+        if p.requires_grad:
+            p.normal_(0, 0.02)
+    merged = build("triadapt", name, 0.0, 10).model.eval()
+    merged.load_state_dict(tri.state_dict())
+    merged.merge()
+    models, times = {"bare": bare, "unmerged": tri, "merged": merged}, {"bare": [], "unmerged": [], "merged": []}
+    for rep in range(args.warmup + args.steps):
+        for key, model in models.items():
+            start = time.perf_counter()
+            model(**inputs)
+            if rep >= args.warmup:
+                times[key].append(time.perf_counter() - start)
+    eps = {k: args.batch_size / statistics.median(v) for k, v in times.items()}
+    return {"examples_per_s": eps, "vs_bare": {k: eps["bare"] / v for k, v in eps.items()}}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Command: `{result['command']}`  ", f"Machine: {result['machine']['platform']}, "
+             f"{result['machine']['cpus']} CPUs, torch threads {result['machine']['torch_threads']}", "",
+             "| model | length | dropout | " + " | ".join(f"{m} (× floor)" for m in result["settings"]["methods"]) + " |",
+             "|---|---|---|" + "---|" * len(result["settings"]["methods"])]
+    for row in result["step_times"]:
+        lines.append(f"| {row['model']} | {row['length']} | {row['dropout']} | " + " | ".join(
+            f"{row['vs_floor'][m]:.2f}" for m in result["settings"]["methods"]) + " |")
+    lines += ["", "| model | TriAdaptLoRA event (s) | IncreLoRA event (s) | IncreLoRA per step (s) | AdaLoRA per step (s) |",
+              "|---|---|---|---|---|"]
+    for row in result["allocation"]:
+        lines.append(f"| {row['model']} (M={row['triadapt_M']}) | {row['triadapt_event_s']:.4f} | "
+                     f"{row['increlora_event_s']:.4f} | {row['increlora_bookkeeping_s']:.4f} | {row['adalora_bookkeeping_s']:.4f} |")
+    lines += ["", "| model | bare ex/s | unmerged (× bare time) | merged (× bare time) |", "|---|---|---|---|"]
+    for row in result["eval"]:
+        lines.append(f"| {row['model']} | {row['examples_per_s']['bare']:.1f} | {row['vs_bare']['unmerged']:.3f} | "
+                     f"{row['vs_bare']['merged']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="MiniLM, length 64, 3 timed steps")
+    parser.add_argument("--models", nargs="+", default=["minilm", "deberta_base_shape"])
+    parser.add_argument("--lengths", nargs="+", type=int, default=[64, 128, 256])
+    parser.add_argument("--dropouts", nargs="+", type=float, default=[0.0, 0.1])
+    parser.add_argument("--methods", nargs="+", default=["floor", "full_ft", "peft_lora", "triadapt", "adalora", "increlora"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.lengths, args.steps, args.warmup = ["minilm"], [64], 3, 1
+    started = time.time()
+    result = {"command": " ".join(["python", "scripts/bench.py", *(argv if argv is not None else sys.argv[1:])]),
+              "git": records.git_state(ROOT), "packages": records.package_versions(), "machine": records.machine(),
+              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "step_times": [], "allocation": [], "eval": []}
+    for name in args.models:
+        for length in args.lengths:
+            for dropout in args.dropouts:
+                result["step_times"].append({"model": name, "length": length, "dropout": dropout,
+                                             **step_times(name, length, dropout, args)})
+        result["allocation"].append({"model": name, "length": args.lengths[0], **allocation_costs(name, args.lengths[0], args)})
+        result["eval"].append({"model": name, "length": args.lengths[0], **eval_throughput(name, args.lengths[0], args)})
+    result["wall_time_s"] = round(time.time() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+    path = records.write_new_json(result, args.out, stem)
+    (args.out / f"{path.stem}.md").write_text(markdown(result))
+    print(markdown(result))
+    return path
+
+
+if __name__ == "__main__":
+    main()
