@@ -103,7 +103,3 @@ def find_record(directory: str | Path, stem: str, config: dict) -> Path | None:
         if {k: v for k, v in saved.items() if k not in IGNORED_FOR_IDENTITY} == wanted:
             return path
     return None
-
-
-def read_records(directory: str | Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(directory).rglob("*.json")) if not p.name.startswith(".")]

@@ -46,6 +46,13 @@ def rank_grid(rank_pattern: dict[str, int]) -> np.ndarray:
     return np.array([[positions.get((layer, m), 0) for m in MATRICES] for layer in range(layers)])
 
 
+def save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def load(runs_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(runs_dir).rglob("*.json"))]
 
@@ -67,10 +74,7 @@ def fig2(records: list[dict], out: Path) -> list[Path]:
             ax.set_title(m)
             ax.set_ylabel("layer")
         fig.suptitle(f"Final rank per matrix, {task}, {model} (seed 0)")
-        fig.tight_layout()
-        paths.append(out / f"fig2_ranks_{model}_{task}.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save(fig, out / f"fig2_ranks_{model}_{task}.png"))
     return paths
 
 
@@ -94,10 +98,7 @@ def sensitivity(records: list[dict], out: Path) -> list[Path]:
             ax.set_ylabel("RTE dev accuracy (%)")
             ax.set_title(f"{tag}: {model}")
             ax.legend()
-            fig.tight_layout()
-            paths.append(out / f"{tag}_{model}.png")
-            fig.savefig(paths[-1], dpi=110)
-            plt.close(fig)
+            paths.append(save(fig, out / f"{tag}_{model}.png"))
     return paths
 
 
@@ -122,10 +123,7 @@ def growth_timeline(records: list[dict], out: Path) -> list[Path]:
         right.set(xlabel="optimizer step", ylabel="k (matrices grown)", title="k per event")
         left.legend()
         fig.suptitle(f"Growth timeline, {task}, {model} (seed 0)")
-        fig.tight_layout()
-        paths.append(out / f"growth_timeline_{model}_{task}.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save(fig, out / f"growth_timeline_{model}_{task}.png"))
     return paths
 
 

@@ -90,9 +90,6 @@ class TriAdaptModel(nn.Module):
         """R(t) of Eq. 12: the ranks still to hand out, r_ref * M minus the current total."""
         return self.config.r_ref * len(self.layer_names) - self.total_rank()
 
-    def num_adapter_parameters(self) -> int:
-        return sum(layer.num_trainable() for layer in self.layers())
-
     # -- Eq. 10 ----------------------------------------------------------------------------
     def orthogonal_regularizer(self) -> torch.Tensor:
         """coef * mean over the 2M factors of ||A A^T - I||_F + ||B^T B - I||_F (unsquared by default)."""
