@@ -114,3 +114,20 @@ def test_skip_existing_reuses_the_record_of_the_same_config(tmp_path, data_dir):
     other, p3 = short_run(tmp_path, "method=bitfit", "train.max_steps=3", "skip_existing=true", data_dir=data_dir,
                           out="other")
     assert p3 != p1 and other["steps"] == 3
+
+
+def test_mnli_evaluates_matched_and_mismatched(tmp_path):
+    folder = tmp_path / "data" / "glue" / "MNLI"
+    folder.mkdir(parents=True)
+    header = "index\tgenre\tsentence1\tsentence2\tlabel1\tgold_label\n"
+    rows = [("a cat sleeps", "an animal rests", "entailment"), ("it is raining", "it is dry", "contradiction"),
+            ("he left early", "he was tired", "neutral")]
+    body = "".join(f"{i}\tfiction\t{a}\t{b}\t{g}\t{g}\n" for i, (a, b, g) in enumerate(rows * 4))
+    for name in ("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv"):
+        (folder / name).write_text(header + body)
+    cfg = compose_config("model=tiny_deberta", "task=mnli", "method=lora", f"data.dir={tmp_path / 'data'}",
+                         f"results_dir={tmp_path / 'results'}", "train.max_steps=2", "train.batch_size=4")
+    record, _ = runner.train.run(cfg, tmp_path / "out")
+    assert record["data"]["eval_examples"] == {"dev_matched": 12, "dev_mismatched": 12}
+    metrics = record["last"]["metrics"]
+    assert set(metrics) == {"dev_matched", "dev_mismatched"} and record["last"]["main"] == metrics["dev_matched"]["accuracy"]
