@@ -61,18 +61,23 @@ def best_threshold(predictions: dict, scores: dict, na_scores: dict, has_answer:
     return 100.0 * best / len(scores), threshold
 
 
-def squad_v2_scores(examples: list[dict], predictions: dict[str, str],
-                    na_scores: dict[str, float] | None = None) -> dict[str, float]:
-    """EM/F1 overall, on answerable (HasAns) and unanswerable (NoAns) questions, and at the best
-    no-answer threshold. ``examples``: dicts with ``id`` and ``answers`` (list of texts)."""
-    exact, f1, has_answer = {}, {}, {}
-    for ex in examples:
-        qid = ex["id"]
-        golds = [a for a in ex["answers"] if normalize_answer(a)] or [""]
-        has_answer[qid] = golds != [""]
-        prediction = predictions[qid]
-        exact[qid] = max(exact_match(g, prediction) for g in golds)
-        f1[qid] = max(token_f1(g, prediction) for g in golds)
+def squad_v2_scores(examples: list[dict], predictions: dict[str, str], na_scores: dict[str, float] | None = None,
+                    spans: dict[str, str] | None = None) -> dict[str, float]:
+    """EM/F1 overall, on answerable (HasAns) and unanswerable (NoAns) questions, and (given no-answer
+    scores) at the best no-answer threshold. ``examples``: dicts with ``id`` and ``answers`` (texts).
+    The threshold search, as in the official script, cuts the best non-null spans (``spans``; by
+    default the predictions themselves) by their no-answer score."""
+    def raw_scores(preds):
+        exact, f1, has_answer = {}, {}, {}
+        for ex in examples:
+            qid = ex["id"]
+            golds = [a for a in ex["answers"] if normalize_answer(a)] or [""]
+            has_answer[qid] = golds != [""]
+            exact[qid] = max(exact_match(g, preds[qid]) for g in golds)
+            f1[qid] = max(token_f1(g, preds[qid]) for g in golds)
+        return exact, f1, has_answer
+
+    exact, f1, has_answer = raw_scores(predictions)
 
     def mean(values, subset):
         chosen = [values[q] for q in subset]
@@ -84,8 +89,10 @@ def squad_v2_scores(examples: list[dict], predictions: dict[str, str],
            "HasAns_exact": mean(exact, has), "HasAns_f1": mean(f1, has), "HasAns_total": len(has),
            "NoAns_exact": mean(exact, no), "NoAns_f1": mean(f1, no), "NoAns_total": len(no)}
     if na_scores is not None:
-        out["best_exact"], out["best_exact_thresh"] = best_threshold(predictions, exact, na_scores, has_answer)
-        out["best_f1"], out["best_f1_thresh"] = best_threshold(predictions, f1, na_scores, has_answer)
+        spans = spans if spans is not None else predictions
+        span_exact, span_f1, _ = raw_scores(spans)
+        out["best_exact"], out["best_exact_thresh"] = best_threshold(spans, span_exact, na_scores, has_answer)
+        out["best_f1"], out["best_f1_thresh"] = best_threshold(spans, span_f1, na_scores, has_answer)
     return out
 
 
@@ -171,11 +178,12 @@ def postprocess(examples, features: EvalFeatures, start_logits: np.ndarray, end_
                 n_best: int = 20, max_answer_length: int = 30, null_threshold: float = 0.0):
     """One prediction per question: the best span over all its windows, or "" when the null score
     (CLS start + CLS end, lowest over windows) beats it by more than ``null_threshold``.
-    Returns predictions and no-answer scores (null score minus best span score)."""
+    Returns the predictions, the no-answer scores (null score minus best span score) and the best
+    non-null span of every question (for the threshold search)."""
     by_example = collections.defaultdict(list)
     for f, e in enumerate(features.example_index):
         by_example[e].append(f)
-    predictions, na_scores = {}, {}
+    predictions, na_scores, spans = {}, {}, {}
     for e, ex in enumerate(examples):
         null_score, best_score, best_text = float("inf"), -float("inf"), ""
         for f in by_example[e]:
@@ -193,4 +201,5 @@ def postprocess(examples, features: EvalFeatures, start_logits: np.ndarray, end_
         diff = null_score - best_score
         predictions[ex["id"]] = "" if diff > null_threshold else best_text
         na_scores[ex["id"]] = float(diff)
-    return predictions, na_scores
+        spans[ex["id"]] = best_text
+    return predictions, na_scores, spans

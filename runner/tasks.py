@@ -96,9 +96,9 @@ class SquadTask:
         pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=-1e4).numpy()  # noqa: E731
         start_logits = np.concatenate([pad(s) for s in starts])
         end_logits = np.concatenate([pad(e) for e in ends])
-        predictions, na_scores = squad.postprocess(self.examples, self.features, start_logits, end_logits,
+        predictions, na_scores, spans = squad.postprocess(self.examples, self.features, start_logits, end_logits,
                                                    self.cfg.n_best, self.cfg.max_answer_length, self.cfg.null_threshold)
-        return {"dev": squad.squad_v2_scores(self.examples, predictions, na_scores)}
+        return {"dev": squad.squad_v2_scores(self.examples, predictions, na_scores, spans)}
 
 
 def build_task(task_cfg, data_dir, tokenizer, eval_batch_size: int):

@@ -46,6 +46,9 @@ def test_best_threshold_search():
     # Threshold below -2: all "no answer" -> 2/3. At -2: a answered (+1) -> 3/3, b and c empty. Best 100 at -2.
     assert (s["best_exact"], s["best_exact_thresh"]) == (100.0, -2.0)
     assert s["exact"] == pytest.approx(100 / 3)
+    # Predictions already thresholded to "" everywhere: the search cuts the best spans instead.
+    s = squad.squad_v2_scores(examples, {"a": "", "b": "", "c": ""}, na, spans=preds)
+    assert (s["exact"], s["best_exact"], s["best_exact_thresh"]) == (pytest.approx(200 / 3), 100.0, -2.0)
 
 
 def constructed(context, null_bonus):
@@ -64,23 +67,23 @@ def constructed(context, null_bonus):
 def test_postprocess_returns_the_span_with_exact_characters():
     context = "the blue sky is wide"
     features, starts, ends = constructed(context, null_bonus=-1.0)
-    preds, na = squad.postprocess([{"id": "q", "context": context}], features, starts, ends)
-    assert preds == {"q": "blue sky"} and na["q"] == pytest.approx(6.0 - 8.0)
+    preds, na, spans = squad.postprocess([{"id": "q", "context": context}], features, starts, ends)
+    assert preds == spans == {"q": "blue sky"} and na["q"] == pytest.approx(6.0 - 8.0)
 
 
 def test_postprocess_chooses_null_when_it_wins():
     context = "the blue sky is wide"
     features, starts, ends = constructed(context, null_bonus=+1.0)
-    preds, na = squad.postprocess([{"id": "q", "context": context}], features, starts, ends)
-    assert preds == {"q": ""} and na["q"] == pytest.approx(10.0 - 8.0)
-    preds, _ = squad.postprocess([{"id": "q", "context": context}], features, starts, ends, null_threshold=5.0)
+    preds, na, spans = squad.postprocess([{"id": "q", "context": context}], features, starts, ends)
+    assert preds == {"q": ""} and spans == {"q": "blue sky"} and na["q"] == pytest.approx(10.0 - 8.0)
+    preds, _, _ = squad.postprocess([{"id": "q", "context": context}], features, starts, ends, null_threshold=5.0)
     assert preds == {"q": "blue sky"}  # a higher threshold keeps the span
 
 
 def test_postprocess_respects_max_answer_length():
     context = "the blue sky is wide"
     features, starts, ends = constructed(context, null_bonus=-10.0)
-    preds, _ = squad.postprocess([{"id": "q", "context": context}], features, starts, ends, max_answer_length=3)
+    preds, _, _ = squad.postprocess([{"id": "q", "context": context}], features, starts, ends, max_answer_length=3)
     assert preds["q"] != "blue sky" and len(preds["q"]) <= 3
 
 
