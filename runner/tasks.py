@@ -13,6 +13,14 @@ from .metrics import glue_metrics
 from .models import hub_reachable
 
 
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 class GlueTask:
     head = "classification"
 
@@ -28,11 +36,11 @@ class GlueTask:
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, dict[str, float]]:
-        out = {}
+        out, device = {}, _device(model)
         for split, loader in self.eval_loaders.items():
             predictions, labels = [], []
             for batch in loader:
-                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+                logits = model(**to_device({k: v for k, v in batch.items() if k != "labels"}, device)).logits.cpu()
                 predictions.append(logits.squeeze(-1) if self.num_labels == 1 else logits.argmax(-1))
                 labels.append(batch["labels"])
             out[split] = glue_metrics(self.cfg.name, torch.cat(predictions).numpy(), torch.cat(labels).numpy())
@@ -87,11 +95,11 @@ class SquadTask:
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, dict[str, float]]:
-        starts, ends = [], []
+        starts, ends, device = [], [], _device(model)
         for batch in self.loader:
-            out = model(**batch)
-            starts.append(out.start_logits)
-            ends.append(out.end_logits)
+            out = model(**to_device(batch, device))
+            starts.append(out.start_logits.cpu())
+            ends.append(out.end_logits.cpu())
         width = max(s.shape[1] for s in starts)  # batches are padded to different lengths
         pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=-1e4).numpy()  # noqa: E731
         start_logits = np.concatenate([pad(s) for s in starts])

@@ -20,7 +20,7 @@ from .data import train_loader
 from .methods import RunContext, build_method
 from .models import count_trainable, load_model, load_tokenizer, set_trainable
 from .optim import add_param_group, build_optimizer
-from .tasks import build_task
+from .tasks import build_task, to_device
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,9 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     setup_seconds = time.time() - started
 
     # 3. Model and method. Every method but full fine-tuning also trains the classifier and pooler.
-    model = load_model(cfg.model, data.head, data.num_labels, task.cls_dropout, cfg.seed)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    model = load_model(cfg.model, data.head, data.num_labels, task.cls_dropout, cfg.seed).to(device)
     method = build_method(cfg.method, model, RunContext(total_steps, scale, cfg.seed, list(cfg.model.target_modules)))
     set_trainable(method.model, list(cfg.model.head_modules))
     trainable_at_start = count_trainable(method.model)
@@ -158,7 +160,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     for step in progress:
         loss_sum, reg_sum = 0.0, 0.0
         for _ in range(train_cfg.grad_accum):
-            loss = method.model(**next(batches)).loss
+            loss = method.model(**to_device(next(batches), device)).loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}; "
                                          f"the last good checkpoint is kept under {output_dir / 'checkpoints'}")
@@ -204,6 +206,9 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         "git": records.git_state(PROJECT_ROOT),
         "packages": records.package_versions(),
         "machine": records.machine(),
+        "determinism": ("bit-identical on CPU for a fixed seed" if device.type == "cpu" else
+                        "GPU kernels (e.g. atomic adds in backward) are not bit-reproducible; expect small run-to-run "
+                        "differences"),
         "seed": cfg.seed,
         "tag": cfg.tag,
         "method": cfg.method.name, "task": task.name, "model": cfg.model.name,

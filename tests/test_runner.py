@@ -69,8 +69,9 @@ def test_same_seed_same_metrics_and_no_overwrite(tmp_path, data_dir):
     first, p1 = short_run(tmp_path, "method=triadapt_linear", data_dir=data_dir)
     second, p2 = short_run(tmp_path, "method=triadapt_linear", data_dir=data_dir, out="out2")
     assert p1 != p2 and p1.exists() and p2.exists()  # a second record never replaces the first
-    assert first["evaluations"] == second["evaluations"]
-    assert first["method_state"] == second["method_state"]
+    differing = {k for k in first if first[k] != second[k]}
+    assert differing <= {"wall_time_s", "output_dir"}  # identical apart from time and place
+    assert first["method_state"]["growth_history"]
 
 
 @pytest.mark.parametrize("method", ["triadapt_linear", "triadapt_nonlinear", "triadapt_fixed_k"])
