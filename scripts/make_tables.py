@@ -168,8 +168,12 @@ def main():
     parser.add_argument("--paper", type=Path, default=root / "results" / "paper_reported.json")
     parser.add_argument("--out", type=Path, default=root / "results" / "tables")
     args = parser.parse_args()
-    for path in build(args.runs, args.paper, args.out):
+    written = build(args.runs, args.paper, args.out)
+    for path in written:
         print(path)
+    if not written:
+        print(f"no record under {args.runs} follows a protocol (cpu: train.max_steps == task.cpu_steps; paper: "
+              f"full epochs); run a sweep first, e.g. python run.py +experiment=table1 -m")
 
 
 if __name__ == "__main__":
