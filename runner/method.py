@@ -27,6 +27,7 @@ class Method:
     """A method with nothing to do at any hook: full fine-tuning, BitFit, LoRA."""
 
     name = "method"
+    new_group_schedule = "own_warmup"  # LR schedule of parameters born mid-run (see runner.optim.add_param_group)
 
     def __init__(self, model: nn.Module):
         self.model = model  # what the loop calls forward on

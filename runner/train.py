@@ -108,8 +108,6 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     warmup = round(train_cfg.warmup_ratio * total_steps) if train_cfg.warmup_ratio else scale(train_cfg.warmup_steps)
     eval_every = train_cfg.eval_every or min(steps_per_epoch, total_steps)
 
-    setup_seconds = time.time() - started
-
     # 3. Model and method. Every method but full fine-tuning also trains the classifier and pooler.
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
@@ -133,7 +131,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         method.load_extra_state(state["method"], checkpoint.method_tensors(tensors))
         for birth in state["growth_steps"]:  # rebuild the grown parameters and their optimizer groups
             add_param_group(optimizer, scheduler, method.replay_growth(birth), birth, train_cfg.weight_decay, warmup,
-                            total_steps, getattr(method, "new_group_schedule", "own_warmup"))
+                            total_steps, method.new_group_schedule)
         checkpoint.restore(tensors, state, method.model, optimizer, scheduler)
         meta = {k: state[k] for k in meta}
         start_step = state["step"]
@@ -145,7 +143,6 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     # 5. The loop. Hook order per optimizer step (see runner/method.py):
     #    regularizer -> backward -> clip -> before_optimizer_step (growth) -> optimizer.step
     #    -> after_optimizer_step (AdaLoRA) -> scheduler.step -> zero_grad
-    segment_start = time.time()
     log_file = (output_dir / "log.csv").open("w", newline="")
     log = csv.writer(log_file)
     log.writerows(log_rows)
@@ -174,7 +171,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         new_params = method.before_optimizer_step(step)
         if new_params:
             add_param_group(optimizer, scheduler, new_params, step, train_cfg.weight_decay, warmup, total_steps,
-                            getattr(method, "new_group_schedule", "own_warmup"))
+                            method.new_group_schedule)
             meta["growth_steps"].append(step)
         optimizer.step()
         method.after_optimizer_step(step)
@@ -193,7 +190,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         if done % checkpoint_every == 0 or done == total_steps:
             log_file.flush()
             checkpoint.save(output_dir, done, method.model, optimizer, scheduler, method,
-                            {**meta, "wall_time_s": meta["wall_time_s"] + time.time() - segment_start})
+                            {**meta, "wall_time_s": meta["wall_time_s"] + time.time() - started})
         progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", dev=f"{last_main:.4f}")
     log_file.close()
 
@@ -217,7 +214,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         "steps": total_steps,
         "schedule": {"paper_steps": paper_steps, "steps_per_epoch": steps_per_epoch, "scale": factor,
                      "warmup_steps": warmup, "eval_every": eval_every},
-        "wall_time_s": round(meta["wall_time_s"] + time.time() - segment_start + setup_seconds, 1),
+        "wall_time_s": round(meta["wall_time_s"] + time.time() - started, 1),  # this process plus earlier segments
         "trainable_parameters": {"at_start": trainable_at_start, "at_end": count_trainable(method.model)},
         "metric": task.metric,
         "evaluations": evaluations,
