@@ -76,7 +76,7 @@ def check_train_settings(train_cfg) -> None:
 
 
 def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
-    started = time.time()
+    started, git = time.time(), records.git_state(PROJECT_ROOT)  # the code that runs, read before it runs
     task, train_cfg = cfg.task, cfg.train
     check_train_settings(train_cfg)
     record_dir, stem = Path(cfg.results_dir) / cfg.model.name, f"{task.name}--{cfg.method.name}--seed{cfg.seed}"
@@ -200,7 +200,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         "command": meta["command"],
         "resumed_at": meta["resumed_at"],
         "config": meta["config"],
-        "git": records.git_state(PROJECT_ROOT),
+        "git": git,
         "packages": records.package_versions(),
         "machine": records.machine(),
         "determinism": ("bit-identical on CPU for a fixed seed" if device.type == "cpu" else
