@@ -100,10 +100,14 @@ class IncreLoRALinear(nn.Module):
         self.delta_grad = grad if self.delta_grad is None else self.delta_grad + grad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        delta = self.delta_weight()
-        if self.training and self.track_importance and delta.requires_grad:
+        if self.training and self.track_importance:
+            # As the official code: materialise dW so that its gradient, the importance input, exists.
+            delta = self.delta_weight()
             delta.register_hook(self._accumulate)
-        return self.base_layer(x) + self.dropout(x) @ delta.t()
+            return self.base_layer(x) + self.dropout(x) @ delta.t()
+        # Budget spent (or evaluating): the same update, factorised, with no d x n matrix.
+        e = torch.cat(list(self.inc_e)) * (self.alpha / (self.ranknum + self.eps))
+        return self.base_layer(x) + ((self.dropout(x) @ self.factor_a().t()) * e) @ self.factor_b().t()
 
     def take_importance(self) -> float:
         """sum |dW * dL/d(dW)| / sqrt(d n) for this step; resets the gradient sum."""

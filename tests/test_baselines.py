@@ -172,3 +172,20 @@ def test_tlora_projections_stay_fixed(tiny_model, tiny_batch):
         optimizer.step(); optimizer.zero_grad()
     assert all(torch.equal(a, m.a_rand) and torch.equal(c, m.c_rand) for (a, c), m in zip(frozen, layers))
     assert any(m.tlora_k.abs().sum() > 0 for m in layers)
+
+
+def test_increlora_factorised_forward_equals_materialised():
+    torch.manual_seed(0)
+    layer = IncreLoRALinear(torch.nn.Linear(6, 4), alpha=8.0, r_init=3)
+    layer.add_reserve(2)
+    with torch.no_grad():
+        layer.inc_e[0].normal_()
+    x = torch.randn(5, 6)
+    tracked = layer(x)  # training mode, importance tracked: dW materialised
+    layer.retire_reserve()
+    with torch.no_grad():
+        layer.inc_e[1].fill_(1e-5)  # undo the retirement's zeroing to compare the same weights
+    factorised = layer(x)
+    torch.testing.assert_close(factorised, tracked, atol=1e-6, rtol=1e-5)
+    factorised.sum().backward()
+    assert layer.delta_grad is None  # the factorised path records no gradient of dW
