@@ -124,6 +124,15 @@ def test_bad_squad_json_fails_with_nothing_written(tmp_path):
     assert nothing_written(tmp_path)
 
 
+def test_missing_split_fails_with_nothing_written(tmp_path, data_dir):
+    data = rte_dir(tmp_path, data_dir)
+    (data / "glue" / "RTE" / "dev.tsv").unlink()
+    cfg = compose_config("model=tiny_deberta", "task=rte", f"data.dir={data}", f"results_dir={tmp_path / 'results'}")
+    with pytest.raises(DataError, match=r"missing GLUE file .*RTE/dev.tsv"):
+        runner.train.run(cfg, tmp_path / "out")
+    assert nothing_written(tmp_path)
+
+
 def test_missing_data_directory_fails_with_nothing_written(tmp_path):
     cfg = compose_config("model=tiny_deberta", "task=rte", f"data.dir={tmp_path / 'nowhere'}",
                          f"results_dir={tmp_path / 'results'}")
