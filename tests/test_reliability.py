@@ -36,14 +36,16 @@ def test_sigkill_between_checkpoints_then_resume_gives_the_same_record(method, t
     results = tmp_path / "results"
     killed = launch(method, tmp_path / "killed", results, data_dir)
     pointer = tmp_path / "killed" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while not (pointer.is_file() and pointer.read_text() == "step-10") and killed.poll() is None:
+    deadline = time.time() + 300
+    while not pointer.is_file() and killed.poll() is None:  # the first checkpoint (step 10) is written
         assert time.time() < deadline
         time.sleep(0.01)
-    killed.send_signal(signal.SIGKILL)
+    killed.send_signal(signal.SIGKILL)  # ... and the run dies between it and the next one
     killed.wait()
     assert not results.exists()  # no record from the killed run
-    state = json.loads((tmp_path / "killed" / "checkpoints" / "step-10" / "state.json").read_text())
+    latest = pointer.read_text()
+    assert latest in ("step-10", "step-20")
+    state = json.loads((pointer.parent / latest / "state.json").read_text())
     if method != "adalora":
         assert state["growth_steps"]  # growth happened before the kill
     for run_dir in ("killed", "uninterrupted"):  # the killed folder resumes; the other runs from scratch
