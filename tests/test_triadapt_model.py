@@ -153,3 +153,16 @@ def test_schedule_that_cannot_grow_fails_at_start():
     config = TriAdaptConfig(target_modules=TARGETS, total_steps=150, t0=100, interval=100)
     with pytest.raises(ValueError, match="T=150.*first event would be at step 200"):
         config.check_schedule()
+
+
+@pytest.mark.parametrize("mode", ["linear", "nonlinear", "fixed_k"])
+def test_model_growth_follows_the_simulated_schedule(tiny_model, mode):
+    from triadapt import schedule
+
+    tri = make(tiny_model, mode=mode, fixed_k=5, total_steps=14)
+    for t in range(14):
+        tri.grow(t)
+    expected = schedule.simulate(mode, M=12, r_init=1, r_ref=4, delta_r=2, t0=2, interval=2, T=14, fixed_k=5)
+    assert [(e["step"], e["k"], e["budget_before"], e["budget_after"]) for e in tri.growth_history] == \
+        [(e.step, e.k, e.remaining_before, e.remaining_after) for e in expected]
+    assert all(sum(e["grown"].values()) == e["budget_before"] - e["budget_after"] for e in tri.growth_history)
