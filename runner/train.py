@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         "schedule": {"paper_steps": paper_steps, "steps_per_epoch": steps_per_epoch, "scale": factor,
                      "warmup_steps": warmup, "eval_every": eval_every},
         "wall_time_s": round(meta["wall_time_s"] + time.time() - started, 1),  # this process plus earlier segments
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "trainable_parameters": {"at_start": trainable_at_start, "at_end": count_trainable(method.model)},
         "metric": task.metric,
         "evaluations": evaluations,

@@ -38,10 +38,10 @@ def protocol(record: dict) -> str | None:
 
 
 def load_runs(runs_dir: Path) -> dict:
-    """(model, protocol) -> method -> task -> seed -> record (the newest record of a repeated run)."""
+    """(model, protocol) -> method -> task -> seed -> record; of repeated runs, the newest (``finished_at``)."""
     runs = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
-    for path in sorted(Path(runs_dir).rglob("*.json")):
-        record = json.loads(path.read_text())
+    records = [json.loads(p.read_text()) for p in Path(runs_dir).rglob("*.json")]
+    for record in sorted(records, key=lambda r: r.get("finished_at", "")):
         kind = protocol(record)
         if kind is not None:
             runs[(record["model"], kind)][record["method"]][record["task"]][record["seed"]] = record

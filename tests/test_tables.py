@@ -28,3 +28,18 @@ def test_rank_grid_places_each_matrix_by_layer_and_type():
                "bert.encoder.layer.1.output.dense": 7, "deberta.encoder.layer.1.attention.self.value_proj": 2}
     grid = figures.rank_grid(pattern)
     assert grid.tolist() == [[3, 0, 0, 5, 0, 0], [0, 0, 2, 0, 0, 7]]  # columns Wq Wk Wv Wa Wm Wo
+
+
+def test_the_newest_of_repeated_runs_counts(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("make_tables", ROOT / "scripts" / "make_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    base = {"model": "minilm", "method": "lora", "task": "rte", "seed": 0,
+            "config": {"train": {"max_steps": 300}, "task": {"cpu_steps": 300}}}
+    for name, when, value in (("a.json", "2026-01-02T00:00:00+00:00", 0.6), ("b.json", "2026-01-01T00:00:00+00:00", 0.5)):
+        (tmp_path / name).write_text(json.dumps({**base, "finished_at": when, "best": {"main": value, "metrics": {}}}))
+    runs = tables.load_runs(tmp_path)
+    assert runs[("minilm", "cpu")]["lora"]["rte"][0]["best"]["main"] == 0.6
