@@ -41,7 +41,8 @@ class IncreLoRALinear(nn.Module):
         self.inc_a, self.inc_b, self.inc_e = nn.ParameterList(), nn.ParameterList(), nn.ParameterList()
         self.ranknum = 0  # active units
         self.reserve = 0  # trailing units in reserve (E frozen)
-        self.delta_grad: torch.Tensor | None = None  # dL/d(dW) summed over the step's micro-batches
+        # dL/d(dW) summed over the step's micro-batches (the official code keeps only the last one's)
+        self.delta_grad: torch.Tensor | None = None
         self.track_importance = True
         self._add_block(r_init, 0.0, True, generator)
         self.ranknum = r_init
