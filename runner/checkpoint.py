@@ -26,17 +26,27 @@ class ResumeError(RuntimeError):
     pass
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _differences(saved: dict, current: dict) -> list[str]:
+    a, b = _flat(saved), _flat(current)
+    return sorted(k for k in set(a) | set(b) if k != "resume" and a.get(k) != b.get(k))
+
+
+def same_config(saved: dict, current: dict) -> bool:
+    return not _differences(saved, current)
+
+
 def check_same_config(saved: dict, current: dict) -> None:
     """A run resumes only under the config it started with (``resume`` itself may differ)."""
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    a, b = flat(saved), flat(current)
-    differ = sorted(k for k in set(a) | set(b) if k != "resume" and a.get(k) != b.get(k))
+    differ = _differences(saved, current)
     if differ:
+        a, b = _flat(saved), _flat(current)
         raise ResumeError("the checkpoint was made with another config; differing keys: "
                           + ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:5]))
 

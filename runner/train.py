@@ -39,16 +39,22 @@ def batches_forever(dataset, tokenizer, batch_size: int, seed: int, group_by_len
 FINISHED = "record.txt"  # written into a run folder once its record exists
 
 
-def find_resumable(output_dir: Path, search_siblings: bool) -> Path | None:
+def find_resumable(output_dir: Path, search_siblings: bool, config: dict) -> Path | None:
     """The unfinished run folder to continue: this one if it holds a checkpoint, else (``resume=true``)
-    the newest sibling that does, i.e. the same command's earlier, interrupted run."""
-    candidates = [output_dir] + (sorted(output_dir.parent.iterdir(), reverse=True) if search_siblings else [])
-    for folder in candidates:
-        if folder.is_dir() and checkpoint.latest_checkpoint(folder):
-            if (folder / FINISHED).is_file():
-                if folder == output_dir:
-                    raise checkpoint.ResumeError(f"{folder} holds a finished run: {(folder / FINISHED).read_text()}")
-                continue
+    the newest sibling whose checkpoint was made with this very config, i.e. the same command's earlier,
+    interrupted run."""
+    if checkpoint.latest_checkpoint(output_dir):
+        if (output_dir / FINISHED).is_file():
+            raise checkpoint.ResumeError(f"{output_dir} holds a finished run: {(output_dir / FINISHED).read_text()}")
+        return output_dir
+    if not search_siblings:
+        return None
+    for folder in sorted(output_dir.parent.iterdir(), reverse=True):
+        latest = checkpoint.latest_checkpoint(folder) if folder.is_dir() else None
+        if latest is None or (folder / FINISHED).is_file():
+            continue
+        saved = json.loads((latest / "state.json").read_text())["config"]
+        if checkpoint.same_config(saved, config):
             return folder
     return None
 
@@ -123,7 +129,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     meta = {"command": records.command_line(), "config": OmegaConf.to_container(cfg, resolve=True),
             "evaluations": [], "growth_steps": [], "wall_time_s": 0.0, "resumed_at": []}
     start_step = 0
-    resume_dir = find_resumable(output_dir, search_siblings=cfg.resume)
+    resume_dir = find_resumable(output_dir, cfg.resume, meta["config"])
     if cfg.resume and resume_dir is None:
         raise checkpoint.ResumeError(f"resume=true but no checkpoint under {output_dir.parent}")
     if resume_dir is not None:

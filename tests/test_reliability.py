@@ -194,3 +194,22 @@ def test_resume_refuses_another_config(tmp_path):
     with pytest.raises(checkpoint.ResumeError, match="train.lr: 0.001 -> 0.002"):
         checkpoint.check_same_config({"train": {"lr": 0.001}, "resume": False}, {"train": {"lr": 0.002}, "resume": True})
     checkpoint.check_same_config({"a": 1, "resume": False}, {"a": 1, "resume": True})
+
+
+def test_resume_true_picks_the_interrupted_run_of_the_same_config(tmp_path):
+    def fake_run(name, config, finished=False):
+        step = tmp_path / name / "checkpoints" / "step-5"
+        step.mkdir(parents=True)
+        (step / "state.json").write_text(json.dumps({"config": config}))
+        (step.parent / "latest").write_text("step-5")
+        if finished:
+            (tmp_path / name / runner.train.FINISHED).write_text("record.json")
+
+    fake_run("1-same", {"train": {"lr": 0.1}, "resume": False})
+    fake_run("2-other", {"train": {"lr": 0.2}, "resume": False})
+    fake_run("3-same-finished", {"train": {"lr": 0.1}, "resume": False}, finished=True)
+    here = tmp_path / "4-new"
+    here.mkdir()
+    found = runner.train.find_resumable(here, True, {"train": {"lr": 0.1}, "resume": True})
+    assert found == tmp_path / "1-same"
+    assert runner.train.find_resumable(here, False, {"train": {"lr": 0.1}, "resume": True}) is None
