@@ -18,13 +18,8 @@ def unpack_lower(packed_blocks, r):
 
 
 def unpack_upper(packed_blocks, r):
-    """U from the packed columns, by hand: column i takes the next i+1 values."""
-    values = torch.cat([p.detach() for p in packed_blocks]).tolist()
-    U = torch.zeros(r, r)
-    for i in range(r):
-        for j in range(i + 1):
-            U[j, i] = values.pop(0)
-    return U
+    """U from the packed columns: column i takes the next i+1 values, i.e. the transpose of the same packing."""
+    return unpack_lower(packed_blocks, r).T
 
 
 def make_layer(rank=1, n=7, d=5, alpha=16.0):
