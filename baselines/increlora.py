@@ -169,6 +169,8 @@ class IncreLoRA(Method):
     def update_importance(self) -> None:
         """The beta-smoothed sensitivity and uncertainty of every matrix (official ``update_ipt``)."""
         for i, layer in enumerate(self.layers):
+            if layer.delta_grad is not None:  # a local gradient, not a parameter's: DDP has not averaged it
+                layer.delta_grad = self.replica_mean(layer.delta_grad)
             current = layer.take_importance()
             self.ema_importance[i] = self.beta1 * self.ema_importance[i] + (1 - self.beta1) * current
             self.ema_uncertainty[i] = (self.beta2 * self.ema_uncertainty[i]

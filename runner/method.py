@@ -32,6 +32,12 @@ class Method:
     def __init__(self, model: nn.Module):
         self.model = model  # what the loop calls forward on
 
+    @staticmethod
+    def replica_mean(tensor: torch.Tensor) -> torch.Tensor:
+        """Average over data-parallel replicas; the loop replaces it when it runs several. A method
+        needs it only for state that DDP does not already average (anything but parameter gradients)."""
+        return tensor
+
     def regularizer(self) -> torch.Tensor | None:
         return None
 

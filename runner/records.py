@@ -44,6 +44,11 @@ def machine() -> dict:
 
 
 def command_line() -> str:
+    """The command that started this run; under torchrun, with the launcher's process counts."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        launcher = (f"torchrun --nnodes={os.environ.get('GROUP_WORLD_SIZE', 1)} "
+                    f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE'])}")
+        return " ".join([launcher, *sys.argv])
     return " ".join(["python", *sys.argv])
 
 

@@ -9,6 +9,7 @@ import torch
 
 from . import squad
 from .data import DataError, Features, encode_split, eval_loader, load_glue
+from .distributed import Replicas
 from .metrics import glue_metrics
 from .models import hub_reachable
 
@@ -35,14 +36,17 @@ class GlueTask:
         self.protocol = {}
 
     @torch.no_grad()
-    def evaluate(self, model) -> dict[str, dict[str, float]]:
-        out, device = {}, _device(model)
+    def evaluate(self, model, replicas: Replicas = Replicas()) -> dict[str, dict[str, float]]:
+        """Metrics per eval split; batches are spread over the replicas and gathered."""
+        device = _device(model)
+
+        def predict(batch):
+            logits = model(**to_device({k: v for k, v in batch.items() if k != "labels"}, device)).logits.cpu()
+            return logits.squeeze(-1) if self.num_labels == 1 else logits.argmax(-1), batch["labels"]
+
+        out = {}
         for split, loader in self.eval_loaders.items():
-            predictions, labels = [], []
-            for batch in loader:
-                logits = model(**to_device({k: v for k, v in batch.items() if k != "labels"}, device)).logits.cpu()
-                predictions.append(logits.squeeze(-1) if self.num_labels == 1 else logits.argmax(-1))
-                labels.append(batch["labels"])
+            predictions, labels = zip(*replicas.map_batches(loader, predict))
             out[split] = glue_metrics(self.cfg.name, torch.cat(predictions).numpy(), torch.cat(labels).numpy())
         return out
 
@@ -94,12 +98,15 @@ class SquadTask:
         return convert(data["train"]), convert(data["validation"]), f"hub:{hub_cfg.path}"
 
     @torch.no_grad()
-    def evaluate(self, model) -> dict[str, dict[str, float]]:
-        starts, ends, device = [], [], _device(model)
-        for batch in self.loader:
+    def evaluate(self, model, replicas: Replicas = Replicas()) -> dict[str, dict[str, float]]:
+        """EM/F1 on the dev examples; batches are spread over the replicas and gathered."""
+        device = _device(model)
+
+        def logits(batch):
             out = model(**to_device(batch, device))
-            starts.append(out.start_logits.cpu())
-            ends.append(out.end_logits.cpu())
+            return out.start_logits.cpu(), out.end_logits.cpu()
+
+        starts, ends = zip(*replicas.map_batches(self.loader, logits))
         width = max(s.shape[1] for s in starts)  # batches are padded to different lengths
         pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=-1e4).numpy()  # noqa: E731
         start_logits = np.concatenate([pad(s) for s in starts])

@@ -6,18 +6,21 @@ import csv
 import itertools
 import json
 import math
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
 from transformers import set_seed
 
 from . import checkpoint, records
 from .data import train_loader
+from .distributed import init_from_environment
 from .methods import RunContext, build_method
 from .models import count_trainable, load_model, load_tokenizer, set_trainable
 from .optim import add_param_group, build_optimizer
@@ -84,6 +87,7 @@ def check_train_settings(train_cfg) -> None:
 
 def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     started, git = time.time(), records.git_state(PROJECT_ROOT)  # the code that runs, read before it runs
+    replicas = init_from_environment()  # torchrun / accelerate launch: one process per replica
     task, train_cfg = cfg.task, cfg.train
     check_train_settings(train_cfg)
     record_dir, stem = Path(cfg.results_dir) / cfg.model.name, f"{task.name}--{cfg.method.name}--seed{cfg.seed}"
@@ -116,18 +120,19 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     eval_every = train_cfg.eval_every or min(steps_per_epoch, total_steps)
 
     # 3. Model and method. Every method but full fine-tuning also trains the classifier and pooler.
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = replicas.device(cfg.device)
     model = load_model(cfg.model, data.head, data.num_labels, task.cls_dropout, cfg.seed).to(device)
     method = build_method(cfg.method, model, RunContext(total_steps, scale, cfg.seed, list(cfg.model.target_modules)))
+    method.replica_mean = replicas.mean
     set_trainable(method.model, list(cfg.model.head_modules))
     trainable_at_start = count_trainable(method.model)
     optimizer, scheduler = build_optimizer(method.model, train_cfg.lr, train_cfg.weight_decay, warmup, total_steps)
 
     # 4. Resume: a folder holding a checkpoint of this very config continues from it, bit for bit.
-    output_dir = Path(output_dir)
+    #    Replicas share rank 0's folder; only rank 0 writes to it.
+    output_dir = Path(replicas.broadcast_object(str(output_dir)))
     meta = {"command": records.command_line(), "config": OmegaConf.to_container(cfg, resolve=True),
-            "evaluations": [], "growth_steps": [], "wall_time_s": 0.0, "resumed_at": []}
+            "evaluations": [], "growth_steps": [], "wall_time_s": 0.0, "resumed_at": [], "replica_checks": []}
     start_step = 0
     resume_dir = find_resumable(output_dir, cfg.resume, meta["config"])
     if cfg.resume and resume_dir is None:
@@ -140,19 +145,24 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
             add_param_group(optimizer, scheduler, method.replay_growth(birth), birth, train_cfg.weight_decay, warmup,
                             total_steps, method.new_group_schedule)
         checkpoint.restore(tensors, state, method.model, optimizer, scheduler)
-        meta = {k: state[k] for k in meta}
+        meta = {k: state.get(k, meta[k]) for k in meta}
         start_step = state["step"]
         meta["resumed_at"].append(start_step)
         output_dir = resume_dir
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if replicas.distributed:  # each replica its own dropout stream (growth draws from its own generators)
+        torch.manual_seed((cfg.seed * 1_000_003 + start_step) * 1_009 + replicas.rank)
+    if replicas.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
     log_rows = _log_rows_before(output_dir / "log.csv", start_step)
 
     # 5. The loop. Hook order per optimizer step (see runner/method.py):
-    #    regularizer -> backward -> clip -> before_optimizer_step (growth) -> optimizer.step
-    #    -> after_optimizer_step (AdaLoRA) -> scheduler.step -> zero_grad
-    log_file = (output_dir / "log.csv").open("w", newline="")
+    #    regularizer -> backward (DDP averages gradients) -> clip -> before_optimizer_step (growth)
+    #    -> optimizer.step -> after_optimizer_step (AdaLoRA) -> scheduler.step -> zero_grad
+    #    Each replica trains on its slice of the global batch (runner/distributed.py).
+    log_file = (output_dir / "log.csv").open("w", newline="") if replicas.is_main else open(os.devnull, "w")
     log = csv.writer(log_file)
     log.writerows(log_rows)
+    forward_model = replicas.wrap(method.model)
     batches = batches_forever(train_set, tokenizer, train_cfg.batch_size, cfg.seed, train_cfg.group_by_length,
                               skip=start_step * train_cfg.grad_accum)
     evaluations = meta["evaluations"]
@@ -160,19 +170,22 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     checkpoint_every = train_cfg.checkpoint_every or eval_every
     method.model.train()
     progress = tqdm(range(start_step, total_steps), desc=f"{cfg.method.name}/{task.name}", mininterval=2.0,
-                    initial=start_step, total=total_steps)
+                    initial=start_step, total=total_steps, disable=not replicas.is_main)
     for step in progress:
-        loss_sum, reg_sum = 0.0, 0.0
-        for _ in range(train_cfg.grad_accum):
-            loss = method.model(**to_device(next(batches), device)).loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}; "
-                                         f"the last good checkpoint is kept under {output_dir / 'checkpoints'}")
-            reg = method.regularizer()
-            total = loss if reg is None else loss + reg
-            (total / train_cfg.grad_accum).backward()
-            loss_sum += loss.item() / train_cfg.grad_accum
-            reg_sum += 0.0 if reg is None else reg.item() / train_cfg.grad_accum
+        losses = torch.zeros(2, dtype=torch.float64)  # task loss, regularizer: this step's means
+        for micro in range(train_cfg.grad_accum):
+            batch, weight = replicas.shard(next(batches))
+            with replicas.no_sync(forward_model, last_micro_batch=micro == train_cfg.grad_accum - 1):
+                loss = forward_model(**to_device(batch, device)).loss
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}; "
+                                             f"the last good checkpoint is kept under {output_dir / 'checkpoints'}")
+                reg = method.regularizer()
+                total = loss * weight if reg is None else loss * weight + reg
+                (total / train_cfg.grad_accum).backward()
+            losses += torch.tensor([loss.item() * weight, 0.0 if reg is None else reg.item()],
+                                   dtype=torch.float64) / train_cfg.grad_accum
+        loss_sum, reg_sum = replicas.mean(losses).tolist()
         trainable = [p for g in optimizer.param_groups for p in g["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, train_cfg.max_grad_norm).item()
         new_params = method.before_optimizer_step(step)
@@ -180,6 +193,9 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
             add_param_group(optimizer, scheduler, new_params, step, train_cfg.weight_decay, warmup, total_steps,
                             method.new_group_schedule)
             meta["growth_steps"].append(step)
+            if replicas.distributed:  # same units everywhere, proven before DDP's rebuild could mask a difference
+                meta["replica_checks"].append(replicas.check_identical(method.model, step, method.summary()))
+                forward_model = replicas.wrap(method.model)
         optimizer.step()
         method.after_optimizer_step(step)
         lr = scheduler.get_last_lr()[0]
@@ -189,12 +205,14 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
 
         done = step + 1
         if done % eval_every == 0 or done == total_steps:
+            if replicas.distributed:  # also catches AdaLoRA's masking, which creates no parameters
+                meta["replica_checks"].append(replicas.check_identical(method.model, done, method.summary()))
             method.model.eval()
-            metrics = data.evaluate(method.model)
+            metrics = data.evaluate(method.model, replicas)
             method.model.train()
             last_main = metrics[next(iter(metrics))][task.metric]
             evaluations.append({"step": done, "epoch": done / steps_per_epoch, "metrics": metrics, "main": last_main})
-        if done % checkpoint_every == 0 or done == total_steps:
+        if replicas.is_main and (done % checkpoint_every == 0 or done == total_steps):
             log_file.flush()
             checkpoint.save(output_dir, done, method.model, optimizer, scheduler, method,
                             {**meta, "wall_time_s": meta["wall_time_s"] + time.time() - started})
@@ -229,7 +247,11 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         "best": best, "last": evaluations[-1],
         "method_state": method.summary(),
         "output_dir": str(output_dir),
+        "distributed": {"world_size": replicas.world_size, "backend": dist.get_backend(),
+                        "replica_checks": meta["replica_checks"]} if replicas.distributed else None,
     }
-    path = records.write_record(record, record_dir, stem)
-    (output_dir / FINISHED).write_text(str(path))
-    return record, path
+    path = None
+    if replicas.is_main:
+        path = records.write_record(record, record_dir, stem)
+        (output_dir / FINISHED).write_text(str(path))
+    return record, Path(replicas.broadcast_object(str(path)))
