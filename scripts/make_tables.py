@@ -3,8 +3,8 @@
     python scripts/make_tables.py [--runs results/runs] [--paper results/paper_reported.json] [--out results/tables]
 
 Reads only JSON records (never a model). A record counts for a table when it follows a protocol:
-``cpu`` (train.max_steps == task.cpu_steps, the CPU protocol of conf/experiment/cpu_protocol.yaml) or
-``paper`` (the task's full epochs). Ad-hoc runs (other step budgets) are left out. Each cell is the
+``cpu`` (the step budget, lr and batching of conf/experiment/cpu_protocol.yaml) or ``paper`` (the task's
+full epochs at the paper's lr). Ad-hoc runs (other settings) are left out. Each cell is the
 mean ± std over seeds of the best dev score of each run, in percent.
 """
 
@@ -29,10 +29,13 @@ MODEL_LABELS = {"minilm": "all-MiniLM-L6-v2 on CPU", "deberta_v3_base": "DeBERTa
 
 
 def protocol(record: dict) -> str | None:
+    """``cpu``: the settings of conf/experiment/cpu_protocol.yaml (T = cpu_steps, lr = cpu_lr, length-grouped
+    batches); ``paper``: the task's full epochs at the paper's lr; anything else is ad hoc (None)."""
     train, task = record["config"]["train"], record["config"]["task"]
-    if train["max_steps"] is None:
+    if train["max_steps"] is None and train["lr"] == task["lr"]:
         return "paper"
-    if train["max_steps"] == task.get("cpu_steps"):
+    if (train["max_steps"] == task.get("cpu_steps") and train["lr"] == task.get("cpu_lr")
+            and train.get("group_by_length")):
         return "cpu"
     return None
 

@@ -38,7 +38,8 @@ def test_the_newest_of_repeated_runs_counts(tmp_path):
     tables = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tables)
     base = {"model": "minilm", "method": "lora", "task": "rte", "seed": 0,
-            "config": {"train": {"max_steps": 300}, "task": {"cpu_steps": 300}}}
+            "config": {"train": {"max_steps": 300, "lr": 1e-3, "group_by_length": True},
+                       "task": {"cpu_steps": 300, "cpu_lr": 1e-3, "lr": 1.2e-3}}}
     for name, when, value in (("a.json", "2026-01-02T00:00:00+00:00", 0.6), ("b.json", "2026-01-01T00:00:00+00:00", 0.5)):
         (tmp_path / name).write_text(json.dumps({**base, "finished_at": when, "best": {"main": value, "metrics": {}}}))
     runs = tables.load_runs(tmp_path)
