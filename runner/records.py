@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -44,12 +45,20 @@ def machine() -> dict:
 
 
 def command_line() -> str:
-    """The command that started this run; under torchrun, with the launcher's process counts."""
+    """A command that re-runs this one run: under Hydra, this job's own overrides (one job of a sweep
+    included) with ``skip_existing=false``, so that it runs although its record exists; under torchrun,
+    with the launcher's process counts."""
+    from hydra.core.hydra_config import HydraConfig
+
+    args = sys.argv[1:]
+    if HydraConfig.initialized():
+        args = [a for a in HydraConfig.get().overrides.task if not a.lstrip("+~").startswith("skip_existing=")]
+        args.append("skip_existing=false")
+    prefix = ["python", Path(sys.argv[0]).name]
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        launcher = (f"torchrun --nnodes={os.environ.get('GROUP_WORLD_SIZE', 1)} "
-                    f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE'])}")
-        return " ".join([launcher, *sys.argv])
-    return " ".join(["python", *sys.argv])
+        prefix = ["torchrun", f"--nnodes={os.environ.get('GROUP_WORLD_SIZE', 1)}",
+                  f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE'])}", prefix[1]]
+    return " ".join(prefix + [shlex.quote(a) for a in args])
 
 
 def _finite(value):

@@ -113,8 +113,12 @@ def test_joblib_launcher_sweeps_two_seeds_in_parallel(tmp_path, data_dir):
                           text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2," in done.stdout + done.stderr
-    seeds = sorted(json.loads(p.read_text())["seed"] for p in (tmp_path / "results").rglob("*.json"))
-    assert seeds == [0, 1]
+    records = sorted((json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")),
+                     key=lambda r: r["seed"])
+    assert [r["seed"] for r in records] == [0, 1]
+    # each record stores the command of its own job, not the sweep's
+    assert records[1]["command"].startswith("python run.py ") and " seed=1 " in records[1]["command"]
+    assert " -m " not in records[1]["command"] and records[1]["command"].endswith(" skip_existing=false")
 
 
 def test_slurm_launcher_config_composes():
