@@ -38,7 +38,7 @@ class TriAdaptMethod(Method):
             delta_r=m.delta_r, alpha=m.alpha, dropout=m.dropout, mode=m.mode, fixed_k=m.fixed_k,
             t0=ctx.scale(m.t0), interval=ctx.scale(m.interval), normalization=m.normalization,
             orth_reg_weight=m.orth_reg_weight, orth_squared=m.orth_squared, rounding=m.rounding,
-            budget_exact=m.budget_exact, seed=ctx.seed)
+            budget_exact=m.budget_exact, seed=ctx.seed, share_dropout_masks=m.get("share_dropout_masks", False))
         config.check_schedule()
         self.tri = TriAdaptModel(model, config)
         self.new_group_schedule = m.new_group_schedule

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from triadapt import TriAdaptLinear
+from triadapt.layer import SharedInputDropout
 
 
 def unpack_lower(packed_blocks, r):
@@ -100,3 +101,48 @@ def test_merge_unmerge_and_no_growth_while_merged():
 def test_grow_rejects_non_positive():
     with pytest.raises(ValueError, match="count=0"):
         make_layer().grow(0)
+
+
+def test_fused_forward_and_gradients_equal_plain_autograd():
+    """The fused node (no dropout, frozen base) against Eq. 5 written out with plain autograd, in float64."""
+    torch.manual_seed(0)
+    base = nn.Linear(7, 5).double().requires_grad_(False)
+    layer = TriAdaptLinear(base, [2, 3], alpha=4.0).double()
+    with torch.no_grad():
+        for p in layer.tri_b:
+            p.normal_()
+    x = torch.randn(3, 4, 7, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    assert y.grad_fn.name().endswith("_FusedAdapterLinearBackward")
+    expected = base(x) + layer.scale * x @ (layer.factor_b() @ (layer.lower() + layer.upper()) @ layer.factor_a()).t()
+    torch.testing.assert_close(y, expected)
+    weights = torch.randn_like(y)
+    params = [x, *layer.tri_a, *layer.tri_b, *layer.tri_l, *layer.tri_u]
+    for got, want in zip(torch.autograd.grad((y * weights).sum(), params),
+                         torch.autograd.grad((expected * weights).sum(), params)):
+        torch.testing.assert_close(got, want)
+    # With dropout, the adapter reads dropout(x): same masks (same RNG draws) as the plain formula.
+    layer.dropout = nn.Dropout(0.5)
+    torch.manual_seed(3)
+    y = layer(x)
+    torch.manual_seed(3)
+    dropped = nn.functional.dropout(x, 0.5)
+    expected = base(x) + layer.scale * dropped @ (layer.factor_b() @ layer.transform() @ layer.factor_a()).t()
+    torch.testing.assert_close(y, expected)
+    for got, want in zip(torch.autograd.grad((y * weights).sum(), params),
+                         torch.autograd.grad((expected * weights).sum(), params)):
+        torch.testing.assert_close(got, want)
+    # With a trainable base (full fine-tuning around it) the plain path runs, and the base gets its gradient.
+    base.weight.requires_grad_(True)
+    assert layer(x).grad_fn.name() == "AddBackward0"
+
+
+def test_shared_dropout_reuses_the_mask_only_for_the_same_input():
+    drop = SharedInputDropout(0.5)
+    x, other = torch.ones(200), torch.ones(200)
+    first = drop(x)
+    assert drop(x) is first  # the same tensor: the same mask
+    assert not torch.equal(drop(other), first)  # another tensor: a fresh mask
+    assert set(first.unique().tolist()) == {0.0, 2.0}
+    drop.eval()
+    assert drop(x) is x

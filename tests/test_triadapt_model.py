@@ -166,3 +166,19 @@ def test_model_growth_follows_the_simulated_schedule(tiny_model, mode):
     assert [(e["step"], e["k"], e["budget_before"], e["budget_after"]) for e in tri.growth_history] == \
         [(e.step, e.k, e.remaining_before, e.remaining_after) for e in expected]
     assert all(sum(e["grown"].values()) == e["budget_before"] - e["budget_after"] for e in tri.growth_history)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_shared_dropout_masks_only_across_matrices_reading_one_input(tiny_model, tiny_batch, share):
+    tri = make(tiny_model, dropout=0.3, share_dropout_masks=share)
+    calls = []  # (input, output) of every adapter's dropout call, in call order
+    for module in {id(layer.dropout): layer.dropout for layer in tri.layers()}.values():
+        module.register_forward_hook(lambda module, inputs, out: calls.append((inputs[0], out)))
+    tri.train()
+    tri(**tiny_batch)
+    # DeBERTa also projects its relative-position embeddings with Wq and Wk: 8 calls per layer
+    inputs, masks = {id(x) for x, _ in calls}, {id(out) for _, out in calls}
+    assert len(calls) == 16 and len(inputs) < len(calls)  # Wq, Wk, Wv read one hidden-states tensor
+    assert len(masks) == (len(inputs) if share else len(calls))
+    tri(**tiny_batch)  # the next forward draws new masks
+    assert not torch.equal(calls[16][1], calls[0][1])

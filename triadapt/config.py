@@ -30,6 +30,9 @@ class TriAdaptConfig:
     alpha: float = 32.0  # scaling numerator of alpha / (r + eps) (Eq. 5)
     eps: float = 1e-5
     dropout: float = 0.0  # dropout on the adapter input
+    # One dropout mask per input tensor, shared by the matrices that read it (Wq, Wk, Wv): fewer masks to
+    # draw, each matrix still sees dropout(p), but their masks are then equal. Off by default.
+    share_dropout_masks: bool = False
     init_std: float = 0.02  # N(0, init_std) for A, L, U and every new unit
     mode: str = "linear"  # linear | nonlinear | fixed_k
     fixed_k: int = 3  # k of the fixed_k mode

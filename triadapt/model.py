@@ -13,7 +13,7 @@ from torch import nn
 
 from . import importance, schedule
 from .config import TriAdaptConfig
-from .layer import TriAdaptLinear
+from .layer import SharedInputDropout, TriAdaptLinear
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -66,11 +66,18 @@ class TriAdaptModel(nn.Module):
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
             self.layer_names.append(name)
+        self.shared_dropout = None
+        if config.share_dropout_masks and config.dropout > 0:
+            self.shared_dropout = SharedInputDropout(config.dropout)
+            for layer in self.layers():
+                layer.dropout = self.shared_dropout
         self.previous_norms = self._normalized_norms()
         self.growth_history: list[dict] = []
 
     # -- structure -------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
+        if self.shared_dropout is not None:
+            self.shared_dropout.clear()  # masks are shared within one forward, never across
         return self.model(*args, **kwargs)
 
     def layers(self) -> list[TriAdaptLinear]:
