@@ -4,7 +4,9 @@
   are drawn from N(0, 0.02); ranknum counts the active units.
 - Importance of a matrix, every optimizer step while budget remains: I = sum|dW * dL/d(dW)| / sqrt(d n),
   smoothed: I_bar <- b1 I_bar + (1-b1) I ; U_bar <- b2 U_bar + (1-b2) |I - I_bar| ; score = I_bar * U_bar.
-  dW is materialised each forward to read its gradient, as the official code does.
+  dW is materialised each forward to read its gradient, as the official code does. That gradient is
+  not a parameter's, so DDP does not average it: under data parallelism it is averaged over replicas
+  (``Method.replica_mean``) before the score, so every replica ranks the matrices alike.
 - Every ``interval`` steps after ``init_warmup``, the ``top_h`` highest-scoring matrices grow by
   ``incre_rank_num`` units.
 - "Advance learning" (on by default in the official scripts): each matrix holds ``incre_rank_num``
