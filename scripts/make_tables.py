@@ -58,12 +58,14 @@ def score(record: dict, metric: str | None = None) -> float:
     return value if record["task"] == "squad_v2" else 100 * value
 
 
-def cell(values: list[float]) -> str:
+def cell(values: list[float], seeds: int = 0) -> str:
+    """mean ± std; a cell with fewer runs than the table's ``seeds`` says how many it has."""
     if not values:
         return "–"
+    missing = f" (n={len(values)})" if len(values) < seeds else ""
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f"{values[0]:.2f}{missing}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}{missing}"
 
 
 def paper_cell(entry: dict | None) -> str:
@@ -85,7 +87,7 @@ def latex(header: list[str], rows: list[list[str]]) -> str:
                       r"\end{tabular}"]) + "\n"
 
 
-def glue_table(methods: list[str], by_method: dict, paper_rows: dict) -> tuple[list[str], list[list[str]]]:
+def glue_table(methods: list[str], by_method: dict, paper_rows: dict, seeds: int) -> tuple[list[str], list[list[str]]]:
     tasks = [t for t in GLUE if any(by_method.get(m, {}).get(t) for m in methods)]
     header = ["method", *tasks, "avg"]
     rows = []
@@ -93,7 +95,7 @@ def glue_table(methods: list[str], by_method: dict, paper_rows: dict) -> tuple[l
         if m not in by_method:
             continue
         means = [statistics.mean([score(r) for r in by_method[m][t].values()]) for t in tasks if by_method[m].get(t)]
-        cells = [cell([score(r) for r in by_method[m].get(t, {}).values()]) for t in tasks]
+        cells = [cell([score(r) for r in by_method[m].get(t, {}).values()], seeds) for t in tasks]
         rows.append([m, *cells, f"{statistics.mean(means):.2f}" if len(means) == len(tasks) else "–"])
         if m in paper_rows:
             rows.append([f"{m} (paper)", *[paper_cell(paper_rows[m]["tasks"].get(t)) for t in tasks],
@@ -140,16 +142,16 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
         seeds = sorted({s for tasks in by_method.values() for t in tasks.values() for s in t})
         title = (f"{MODEL_LABELS.get(model, model)}, {kind} protocol, GLUE dev, best dev score per run, "
                  f"mean ± std over seeds {seeds}. Paper rows: DeBERTaV3-base on an A100 (results/paper_reported.json).")
-        sections = [("table1", "Table I", glue_table(TABLE1, by_method, paper1)),
-                    ("table2", "Table II (orthogonal constraint)", glue_table(TABLE2, by_method, paper2)),
-                    ("table3", "Table III (F-norm normalisation)", glue_table(TABLE3, by_method, paper3)),
+        sections = [("table1", "Table I", glue_table(TABLE1, by_method, paper1, len(seeds))),
+                    ("table2", "Table II (orthogonal constraint)", glue_table(TABLE2, by_method, paper2, len(seeds))),
+                    ("table3", "Table III (F-norm normalisation)", glue_table(TABLE3, by_method, paper3, len(seeds))),
                     ("claims", "Paired per-seed differences", claims_table(by_method))]
         squad_rows = []
         for m in TABLE4:
             squad = by_method.get(m, {}).get("squad_v2", {})
             if squad:
-                squad_rows.append([m, cell([score(r, "exact") for r in squad.values()]),
-                                   cell([score(r, "f1") for r in squad.values()]),
+                squad_rows.append([m, cell([score(r, "exact") for r in squad.values()], len(seeds)),
+                                   cell([score(r, "f1") for r in squad.values()], len(seeds)),
                                    f"{paper4[m]['exact']:.2f} / {paper4[m]['f1']:.2f}" if m in paper4 else "–"])
         if squad_rows:
             sections.append(("table4", "Table IV (SQuAD 2.0; ours on the offline dev-split protocol, not comparable)",

@@ -1,6 +1,7 @@
 """Golden test of the table builder on a small fixture set of records (values checked by hand:
 increlora CoLA 40, 44 -> 42.00 ± 2.83; paired CoLA differences +5, +3 -> 4.00 ± 1.41, "holds";
-the ad-hoc 7-step LoRA record is left out)."""
+the ad-hoc 7-step LoRA record is left out; AdaLoRA's single CoLA seed shows as "30.00 (n=1)", with no average,
+and its claim is "inconclusive (one seed)")."""
 
 import subprocess
 import sys
