@@ -17,12 +17,17 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import sys
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_tables import protocol  # noqa: E402  (one rule for which run fills a cell)
 
 MATRICES = ["Wq", "Wk", "Wv", "Wa", "Wm", "Wo"]
 SUFFIXES = [("attention.output.dense", "Wa"), ("intermediate.dense", "Wm"), ("output.dense", "Wo"),
@@ -62,7 +67,7 @@ def fig2(records: list[dict], out: Path) -> list[Path]:
     chosen = defaultdict(dict)
     for r in records:
         if r["method"] in FIG2_METHODS and r["seed"] == 0 and r.get("method_state", {}).get("rank_pattern") \
-                and r.get("tag") == "table1":
+                and protocol(r) is not None:
             chosen[(r["model"], r["task"])][r["method"]] = r["method_state"]["rank_pattern"]
     paths = []
     for (model, task), patterns in sorted(chosen.items()):
@@ -103,11 +108,11 @@ def sensitivity(records: list[dict], out: Path) -> list[Path]:
 
 
 def growth_timeline(records: list[dict], out: Path) -> list[Path]:
-    """Total rank and k per event for the three TriAdaptLoRA modes (seed 0, Table I runs)."""
+    """Total rank and k per event for the three TriAdaptLoRA modes (seed 0, protocol runs)."""
     runs = defaultdict(dict)
     for r in records:
         history = r.get("method_state", {}).get("growth_history")
-        if r["method"].startswith("triadapt_") and r["seed"] == 0 and history and r.get("tag") == "table1":
+        if r["method"].startswith("triadapt_") and r["seed"] == 0 and history and protocol(r) is not None:
             runs[(r["model"], r["task"])][r["method"]] = (r, history)
     paths = []
     for (model, task), by_method in sorted(runs.items()):

@@ -2,20 +2,22 @@
 
     python scripts/make_tables.py [--runs results/runs] [--paper results/paper_reported.json] [--out results/tables]
 
-Reads only JSON records (never a model). A record counts for a table when it follows a protocol:
-``cpu`` (the step budget, lr and batching of conf/experiment/cpu_protocol.yaml) or ``paper`` (the task's
-full epochs at the paper's lr). Ad-hoc runs (other settings) are left out. Each cell is the
+Reads only JSON records (never a model) and conf/ (to know each protocol's settings). A record counts for
+a table when its config is the one a protocol gives its cell: ``cpu`` (conf/experiment/cpu_protocol.yaml)
+or ``paper`` (the task's full epochs, Table V). Ad-hoc runs (other settings) are left out. Each cell is the
 mean ± std over seeds of the best dev score of each run, in percent.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
+CONF = Path(__file__).resolve().parent.parent / "conf"
 GLUE = ["mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb"]
 TABLE1 = ["full_ft", "bitfit", "hadapter", "padapter", "lora", "adalora", "increlora", "triadapt_fixed_k",
           "triadapt_linear", "triadapt_nonlinear", "tlora"]
@@ -28,15 +30,42 @@ MODEL_LABELS = {"minilm": "all-MiniLM-L6-v2 on CPU", "deberta_v3_base": "DeBERTa
                 "tiny_deberta": "tiny random DeBERTa (test model; numbers meaningless)"}
 
 
+# Where and how a run was kept, not what it computed: left out when a record is matched to a protocol.
+BOOKKEEPING = {"tag", "resume", "skip_existing", "results_dir", "data", "device"}
+BOOKKEEPING_TRAIN = {"threads"}
+
+
+def comparable(config: dict) -> dict:
+    kept = {k: v for k, v in config.items() if k not in BOOKKEEPING}
+    kept["train"] = {k: v for k, v in config["train"].items() if k not in BOOKKEEPING_TRAIN}
+    return kept
+
+
+@functools.cache
+def protocol_config(kind: str, model: str, method: str, task: str, seed: int) -> dict | None:
+    """The resolved config the ``kind`` protocol gives this cell today (None if conf/ no longer has it)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    overrides = [f"model={model}", f"method={method}", f"task={task}", f"seed={seed}"]
+    overrides += ["+experiment=cpu_protocol"] if kind == "cpu" else []
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return comparable(OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True))
+    except HydraException:
+        return None
+
+
 def protocol(record: dict) -> str | None:
-    """``cpu``: the settings of conf/experiment/cpu_protocol.yaml (T = cpu_steps, lr = cpu_lr, length-grouped
-    batches); ``paper``: the task's full epochs at the paper's lr; anything else is ad hoc (None)."""
-    train, task = record["config"]["train"], record["config"]["task"]
-    if train["max_steps"] is None and train["lr"] == task["lr"]:
-        return "paper"
-    if (train["max_steps"] == task.get("cpu_steps") and train["lr"] == task.get("cpu_lr")
-            and train.get("group_by_length")):
-        return "cpu"
+    """The protocol whose config this record's config equals, bookkeeping aside: ``cpu`` (conf/experiment/
+    cpu_protocol.yaml: T = cpu_steps, lr = cpu_lr, length-grouped batches) or ``paper`` (the task's full
+    epochs at Table V's settings). Anything else (another step count or lr, a swept hyperparameter, an added
+    ``+method.<key>``) is ad hoc: None."""
+    for kind in ("cpu", "paper"):
+        expected = protocol_config(kind, record["model"], record["method"], record["task"], record["seed"])
+        if expected is not None and comparable(record["config"]) == expected:
+            return kind
     return None
 
 
@@ -177,8 +206,8 @@ def main():
     for path in written:
         print(path)
     if not written:
-        print(f"no record under {args.runs} follows a protocol (cpu: train.max_steps == task.cpu_steps; paper: "
-              f"full epochs); run a sweep first, e.g. python run.py +experiment=table1 -m")
+        print(f"no record under {args.runs} follows a protocol (its config equal to +experiment=cpu_protocol's, "
+              f"or to the paper's settings); run a sweep first, e.g. python run.py -m +experiment=table1")
 
 
 if __name__ == "__main__":

@@ -31,17 +31,47 @@ def test_rank_grid_places_each_matrix_by_layer_and_type():
     assert grid.tolist() == [[3, 0, 0, 5, 0, 0], [0, 0, 2, 0, 0, 7]]  # columns Wq Wk Wv Wa Wm Wo
 
 
-def test_the_newest_of_repeated_runs_counts(tmp_path):
+def _make_tables():
     import importlib.util
-    import json
 
     spec = importlib.util.spec_from_file_location("make_tables", ROOT / "scripts" / "make_tables.py")
     tables = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tables)
-    base = {"model": "minilm", "method": "lora", "task": "rte", "seed": 0,
-            "config": {"train": {"max_steps": 300, "lr": 1e-3, "group_by_length": True},
-                       "task": {"cpu_steps": 300, "cpu_lr": 1e-3, "lr": 1.2e-3}}}
-    for name, when, value in (("a.json", "2026-01-02T00:00:00+00:00", 0.6), ("b.json", "2026-01-01T00:00:00+00:00", 0.5)):
-        (tmp_path / name).write_text(json.dumps({**base, "finished_at": when, "best": {"main": value, "metrics": {}}}))
+    return tables
+
+
+def _write(path, record: dict, config: dict, when: str, value: float):
+    import json
+
+    path.write_text(json.dumps({**record, "config": config, "finished_at": when, "best": {"main": value, "metrics": {}}}))
+
+
+def test_the_newest_of_repeated_runs_counts(tmp_path):
+    tables = _make_tables()
+    config = tables.protocol_config("cpu", "minilm", "lora", "rte", 0)
+    base = {"model": "minilm", "method": "lora", "task": "rte", "seed": 0}
+    _write(tmp_path / "a.json", base, config, "2026-01-02T00:00:00+00:00", 0.6)
+    _write(tmp_path / "b.json", base, config, "2026-01-01T00:00:00+00:00", 0.5)
     runs = tables.load_runs(tmp_path)
     assert runs[("minilm", "cpu")]["lora"]["rte"][0]["best"]["main"] == 0.6
+
+
+def test_variants_of_a_cell_are_left_out(tmp_path):
+    """A newer run with an added method option, a swept hyperparameter or another lr is not the protocol's
+    cell; where and how the run was kept (tag, threads, data folder) does not matter."""
+    import copy
+
+    tables = _make_tables()
+    config = tables.protocol_config("cpu", "minilm", "triadapt_linear", "mrpc", 0)
+    base = {"model": "minilm", "method": "triadapt_linear", "task": "mrpc", "seed": 0}
+    kept = {**copy.deepcopy(config), "tag": "anything", "data": {"dir": "/elsewhere"}}
+    kept["train"]["threads"] = 1
+    _write(tmp_path / "a.json", base, kept, "2026-01-01T00:00:00+00:00", 0.70)
+    added, swept, other_lr = (copy.deepcopy(config) for _ in range(3))
+    added["method"]["share_dropout_masks"] = True  # +method.share_dropout_masks=true
+    swept["task"]["warmup_steps"] = 999  # a fig3 point
+    other_lr["train"]["lr"] = 5e-4
+    for i, variant in enumerate((added, swept, other_lr)):
+        _write(tmp_path / f"v{i}.json", base, variant, f"2026-01-0{i + 2}T00:00:00+00:00", 0.90)
+    runs = tables.load_runs(tmp_path)
+    assert runs[("minilm", "cpu")]["triadapt_linear"]["mrpc"][0]["best"]["main"] == 0.70
