@@ -83,13 +83,26 @@ def fig2(records: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+def sensitivity_points(records: list[dict], tag: str) -> dict:
+    """(model, method) -> swept value -> scores (%) of sweep ``tag``: the sweep's own runs, plus the protocol's
+    runs of the same methods and seeds on RTE (a point at the default value is the protocol's cell, which the
+    sweep skips when Table I already holds it)."""
+    key = SWEEPS[tag][0]
+    swept = [r for r in records if r.get("tag") == tag]
+    methods, seeds = {r["method"] for r in swept}, {r["seed"] for r in swept}
+    runs = {(r["model"], r["method"], r["config"]["task"][key], r["seed"]): r for r in records
+            if r in swept or (r["method"] in methods and r["seed"] in seeds and r["task"] == "rte"
+                              and protocol(r) == "cpu")}
+    points = defaultdict(lambda: defaultdict(list))
+    for (model, method, value, _), r in runs.items():
+        points[(model, method)][value].append(100 * r["best"]["main"])
+    return points
+
+
 def sensitivity(records: list[dict], out: Path) -> list[Path]:
     paths = []
-    for tag, (key, label) in SWEEPS.items():
-        points = defaultdict(lambda: defaultdict(list))  # (model, method) -> value -> scores
-        for r in records:
-            if r.get("tag") == tag:
-                points[(r["model"], r["method"])][r["config"]["task"][key]].append(100 * r["best"]["main"])
+    for tag, (_, label) in SWEEPS.items():
+        points = sensitivity_points(records, tag)
         for model in sorted({m for m, _ in points}):
             fig, ax = plt.subplots(figsize=(5, 3.4))
             for (mod, method), by_value in sorted(points.items()):

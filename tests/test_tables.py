@@ -75,3 +75,27 @@ def test_variants_of_a_cell_are_left_out(tmp_path):
         _write(tmp_path / f"v{i}.json", base, variant, f"2026-01-0{i + 2}T00:00:00+00:00", 0.90)
     runs = tables.load_runs(tmp_path)
     assert runs[("minilm", "cpu")]["triadapt_linear"]["mrpc"][0]["best"]["main"] == 0.70
+
+
+def test_a_sensitivity_curve_takes_its_default_point_from_the_protocol_cell():
+    import copy
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "scripts" / "make_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    tables = _make_tables()
+    base = {"model": "minilm", "method": "triadapt_linear", "task": "rte"}
+    default = tables.protocol_config("cpu", "minilm", "triadapt_linear", "rte", 0)
+    records = [{**base, "seed": 0, "tag": "table1", "config": default, "best": {"main": 0.65}},
+               {**base, "seed": 1, "tag": "table1", "config": tables.protocol_config("cpu", "minilm", "triadapt_linear",
+                                                                                     "rte", 1), "best": {"main": 0.5}}]
+    for value, score in ((200, 0.60), (400, 0.62)):
+        config = copy.deepcopy(default)
+        config["task"]["warmup_steps"] = value
+        records.append({**base, "seed": 0, "tag": "fig3", "config": config, "best": {"main": score}})
+    points = figures.sensitivity_points(records, "fig3")
+    at_default = default["task"]["warmup_steps"]
+    assert at_default not in (200, 400)
+    assert {k: dict(v) for k, v in points.items()} == {
+        ("minilm", "triadapt_linear"): {200: [60.0], 400: [62.0], at_default: [65.0]}}  # seed 1 is not swept
