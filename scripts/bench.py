@@ -203,6 +203,11 @@ def markdown(result: dict) -> str:
     for row in result["step_times"]:
         lines.append(f"| {row['model']} | {row['length']} | {row['dropout']} | {row['seconds']['floor']:.2f} | "
                      + " | ".join(f"{row['vs_floor'][m]:.2f}" for m in methods) + " |")
+    lines += ["", "The same step times as a multiple of PEFT LoRA at the same dropout:", "",
+              "| model | length | dropout | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
+    for row in result["step_times"]:
+        lines.append(f"| {row['model']} | {row['length']} | {row['dropout']} | "
+                     + " | ".join(f"{row['vs_peft_lora'][m]:.2f}" for m in methods) + " |")
     lines += ["", "Rank allocation, against one training step of the same model (TriAdaptLoRA, dropout 0); "
               f"'amortised' spreads one event over the paper's shortest interval ({PAPER_MIN_INTERVAL} steps):", "",
               "| model | M | TriAdaptLoRA event (s) | × step | amortised | IncreLoRA event (s) | "

@@ -24,4 +24,4 @@ def test_bench_record_has_every_method(tmp_path):
     allocation = result["allocation"][0]
     assert allocation["triadapt_M"] == 12 and allocation["triadapt_event_s"] > 0
     assert set(result["eval"][0]["vs_bare"]) == {"bare", "unmerged", "merged"}
-    assert (tmp_path / f"{path.stem}.md").read_text().count("| tiny |") == 4
+    assert (tmp_path / f"{path.stem}.md").read_text().count("| tiny |") == 6
