@@ -1,6 +1,10 @@
 """Rebuild the paper's Tables I-IV from our run records, beside the paper's own numbers.
 
     python scripts/make_tables.py [--runs results/runs] [--paper results/paper_reported.json] [--out results/tables]
+                                  [--readme README.md]
+
+With --readme, every block of the README between ``<!-- include results/tables/<name>.md -->`` and
+``<!-- end include -->`` is replaced by that freshly written table, so the README shows the records' numbers.
 
 Reads only JSON records (never a model) and conf/ (to know each protocol's settings). A record counts for
 a table when its config is the one a protocol gives its cell: ``cpu`` (conf/experiment/cpu_protocol.yaml)
@@ -13,6 +17,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -195,16 +201,43 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
     return written
 
 
+INCLUDE = re.compile(r"(<!-- include (?P<path>\S+) -->\n).*?(<!-- end include -->)", re.DOTALL)
+
+
+def fill_includes(readme: Path) -> list[str]:
+    """Replace each include block of ``readme`` by the current text of the file it names (relative to the
+    readme's folder); the readme is rewritten atomically. Returns the included paths; a missing file is an error."""
+    included = []
+
+    def body(match: re.Match) -> str:
+        path = readme.parent / match["path"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{readme} includes {match['path']}, which make_tables did not write "
+                                    f"(no record for that table yet?)")
+        included.append(match["path"])
+        return f"{match[1]}{path.read_text().strip()}\n{match[3]}"
+
+    text = INCLUDE.sub(body, readme.read_text())
+    partial = readme.with_name(f".{readme.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, readme)
+    return included
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root = Path(__file__).resolve().parent.parent
     parser.add_argument("--runs", type=Path, default=root / "results" / "runs")
     parser.add_argument("--paper", type=Path, default=root / "results" / "paper_reported.json")
     parser.add_argument("--out", type=Path, default=root / "results" / "tables")
+    parser.add_argument("--readme", type=Path, help="fill this file's include blocks (see above) with the tables")
     args = parser.parse_args()
     written = build(args.runs, args.paper, args.out)
     for path in written:
         print(path)
+    if args.readme:
+        for path in fill_includes(args.readme):
+            print(f"{args.readme} <- {path}")
     if not written:
         print(f"no record under {args.runs} follows a protocol (its config equal to +experiment=cpu_protocol's, "
               f"or to the paper's settings); run a sweep first, e.g. python run.py -m +experiment=table1")

@@ -99,3 +99,24 @@ def test_a_sensitivity_curve_takes_its_default_point_from_the_protocol_cell():
     assert at_default not in (200, 400)
     assert {k: dict(v) for k, v in points.items()} == {
         ("minilm", "triadapt_linear"): {200: [60.0], 400: [62.0], at_default: [65.0]}}  # seed 1 is not swept
+
+
+def test_readme_include_blocks_are_filled_from_the_tables(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Results\n<!-- include table1_minilm_cpu.md -->\nstale numbers\n<!-- end include -->\ntext after\n")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tables.py"), "--runs", str(FIXTURES / "records"),
+                    "--out", str(tmp_path), "--readme", str(readme)], check=True, capture_output=True)
+    table = (FIXTURES / "expected" / "table1_minilm_cpu.md").read_text().strip()
+    assert readme.read_text() == (f"# Results\n<!-- include table1_minilm_cpu.md -->\n{table}\n"
+                                  "<!-- end include -->\ntext after\n")
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_readme_include_of_a_table_never_written_is_an_error(tmp_path):
+    readme = tmp_path / "README.md"
+    original = "<!-- include table2_minilm_cpu.md -->\nold\n<!-- end include -->\n"
+    readme.write_text(original)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tables.py"), "--runs", str(FIXTURES / "records"),
+                           "--out", str(tmp_path), "--readme", str(readme)], capture_output=True, text=True)
+    assert done.returncode != 0 and "includes table2_minilm_cpu.md" in done.stderr
+    assert readme.read_text() == original
