@@ -106,7 +106,9 @@ def write_new_json(record: dict, directory: str | Path, stem: str) -> Path:
         os.unlink(tmp)
 
 
-IGNORED_FOR_IDENTITY = ("resume", "skip_existing", "tag")  # a run shared by two experiments runs once
+# Where a run's inputs and outputs live and how it was launched, not what it computes: a run shared by two
+# experiments runs once, and a clone with its data or records elsewhere still skips the finished cells.
+IGNORED_FOR_IDENTITY = ("resume", "skip_existing", "tag", "data", "results_dir")
 
 
 def find_record(directory: str | Path, stem: str, config: dict) -> Path | None:

@@ -112,6 +112,10 @@ def test_skip_existing_reuses_the_record_of_the_same_config(tmp_path, data_dir):
     again, p2 = short_run(tmp_path, "method=bitfit", "train.max_steps=2", "skip_existing=true", data_dir=data_dir,
                           out="again")
     assert p2 == p1 and again == json.loads(p1.read_text())
+    (tmp_path / "data_elsewhere").symlink_to(data_dir, target_is_directory=True)  # same data, another path
+    moved, p4 = short_run(tmp_path, "method=bitfit", "train.max_steps=2", "skip_existing=true",
+                          data_dir=tmp_path / "data_elsewhere", out="moved")
+    assert p4 == p1
     other, p3 = short_run(tmp_path, "method=bitfit", "train.max_steps=3", "skip_existing=true", data_dir=data_dir,
                           out="other")
     assert p3 != p1 and other["steps"] == 3
