@@ -1,0 +1,44 @@
+"""scripts/reproduce.py re-runs a record's stored command and compares what it computes, exactly."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+RUN = ["model=tiny_deberta", "task=rte", "method=triadapt_linear", "train.max_steps=6", "train.batch_size=8",
+       "task.max_seq_length=64", "train.eval_every=3", "train.eval_batch_size=128", "train.threads=1"]
+
+
+def reproduce(record, *extra):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce.py"), str(record), *extra],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def test_rerun_matches_and_a_changed_record_is_reported(tmp_path, data_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "run.py"), *RUN, f"data.dir={data_dir}",
+                           f"results_dir={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'run'}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [path] = (tmp_path / "results").rglob("*.json")
+    record = json.loads(path.read_text())
+    assert len(record["method_state"]["growth_history"]) >= 1  # a growth event happened inside the run
+
+    again = reproduce(path, "--keep", str(tmp_path / "again"))
+    assert again.returncode == 0 and "reproduced exactly" in again.stdout, again.stdout + again.stderr[-2000:]
+    assert len(list((tmp_path / "again" / "runs").rglob("*.json"))) == 1  # the re-run went to --keep only
+    assert len(list((tmp_path / "results").rglob("*.json"))) == 1
+
+    record["evaluations"][0]["main"] += 1e-9
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(record))
+    again = reproduce(changed)
+    assert again.returncode == 1 and "DIFFERS" in again.stdout and "  evaluations: recorded" in again.stdout
+
+
+def test_missing_record_is_a_clear_error(tmp_path):
+    out = reproduce(tmp_path / "nope.json")
+    assert out.returncode == 2 and "no record at" in out.stderr
