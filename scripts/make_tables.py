@@ -164,6 +164,29 @@ def claims_table(by_method: dict) -> tuple[list[str], list[list[str]]]:
     return ["claim", "task", "per-seed difference", "mean ± std", "verdict"], rows
 
 
+def squad_caption(model: str, kind: str, squad: dict) -> str:
+    """Table IV's own caption: its seeds, and where its evaluation questions come from."""
+    seeds = sorted({s for runs in squad.values() for s in runs})
+    protocol = next(iter(next(iter(squad.values())).values()))["data"].get("protocol") or {}
+    where = ("held-out articles of the official dev set (dev-split protocol; ours are not comparable to the paper's)"
+             if protocol.get("name") == "dev_split" else "the official dev set")
+    return (f"**Table IV (SQuAD 2.0).** {MODEL_LABELS.get(model, model)}, {kind} protocol, {where}, best dev score "
+            f"per run, mean ± std over seeds {seeds}. Paper: DeBERTaV3-base on an A100 (results/paper_reported.json).")
+
+
+def squad_table(squad: dict, paper4: dict) -> tuple[list[str], list[list[str]]]:
+    """EM and F1 per method beside the paper's, under a row for answering "no answer" to every question."""
+    seeds = len({s for runs in squad.values() for s in runs})
+    rows = [[m, cell([score(r, "exact") for r in runs.values()], seeds), cell([score(r, "f1") for r in runs.values()], seeds),
+             f"{paper4[m]['exact']:.2f} / {paper4[m]['f1']:.2f}" if m in paper4 else "–"] for m, runs in squad.items()]
+    baselines = {r["data"]["protocol"].get("all_empty_baseline") for runs in squad.values() for r in runs.values()
+                 if r["data"].get("protocol")}
+    if len(baselines) == 1 and None not in baselines:
+        empty = f"{baselines.pop():.2f}"
+        rows.insert(0, ["no answer to every question", empty, empty, "–"])
+    return ["method", "EM", "F1", "paper EM / F1"], rows
+
+
 def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
     paper = json.loads(Path(paper_file).read_text())
     runs = load_runs(runs_dir)
@@ -174,29 +197,24 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
     paper3 = {r["method"]: r for r in paper["table3"]}
     paper4 = {r["method"]: r for r in paper["table4"]}
     for (model, kind), by_method in sorted(runs.items()):
-        seeds = sorted({s for tasks in by_method.values() for t in tasks.values() for s in t})
+        seeds = sorted({s for tasks in by_method.values() for t, runs in tasks.items() if t in GLUE for s in runs})
         title = (f"{MODEL_LABELS.get(model, model)}, {kind} protocol, GLUE dev, best dev score per run, "
                  f"mean ± std over seeds {seeds}. Paper rows: DeBERTaV3-base on an A100 (results/paper_reported.json).")
-        sections = [("table1", "Table I", glue_table(TABLE1, by_method, paper1, len(seeds))),
-                    ("table2", "Table II (orthogonal constraint)", glue_table(TABLE2, by_method, paper2, len(seeds))),
-                    ("table3", "Table III (F-norm normalisation)", glue_table(TABLE3, by_method, paper3, len(seeds))),
-                    ("claims", "Paired per-seed differences", claims_table(by_method))]
-        squad_rows = []
-        for m in TABLE4:
-            squad = by_method.get(m, {}).get("squad_v2", {})
-            if squad:
-                squad_rows.append([m, cell([score(r, "exact") for r in squad.values()], len(seeds)),
-                                   cell([score(r, "f1") for r in squad.values()], len(seeds)),
-                                   f"{paper4[m]['exact']:.2f} / {paper4[m]['f1']:.2f}" if m in paper4 else "–"])
-        if squad_rows:
-            sections.append(("table4", "Table IV (SQuAD 2.0; ours on the offline dev-split protocol, not comparable)",
-                             (["method", "EM", "F1", "paper EM / F1"], squad_rows)))
+        sections = [("table1", f"**Table I.** {title}", glue_table(TABLE1, by_method, paper1, len(seeds))),
+                    ("table2", f"**Table II (orthogonal constraint).** {title}",
+                     glue_table(TABLE2, by_method, paper2, len(seeds))),
+                    ("table3", f"**Table III (F-norm normalisation).** {title}",
+                     glue_table(TABLE3, by_method, paper3, len(seeds))),
+                    ("claims", f"**Paired per-seed differences.** {title}", claims_table(by_method))]
+        squad = {m: by_method[m]["squad_v2"] for m in TABLE4 if by_method.get(m, {}).get("squad_v2")}
+        if squad:
+            sections.append(("table4", squad_caption(model, kind, squad), squad_table(squad, paper4)))
         for name, caption, (header, rows) in sections:
             if not rows:
                 continue
             stem = out_dir / f"{name}_{model}_{kind}"
-            stem.with_suffix(".md").write_text(f"**{caption}.** {title}\n\n" + markdown(header, rows))
-            stem.with_suffix(".tex").write_text(f"% {caption}. {title}\n" + latex(header, rows))
+            stem.with_suffix(".md").write_text(f"{caption}\n\n" + markdown(header, rows))
+            stem.with_suffix(".tex").write_text(f"% {caption.replace('**', '')}\n" + latex(header, rows))
             written.append(stem.with_suffix(".md"))
     return written
 
