@@ -72,9 +72,11 @@ def fig2(records: list[dict], out: Path) -> list[Path]:
     paths = []
     for (model, task), patterns in sorted(chosen.items()):
         methods = [m for m in FIG2_METHODS if m in patterns]
+        grids = {m: rank_grid(patterns[m]) for m in methods}
+        top = max(int(g.max()) for g in grids.values())  # one colour scale for every panel, so they compare
         fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.6), squeeze=False)
         for ax, m in zip(axes[0], methods):
-            sns.heatmap(rank_grid(patterns[m]), annot=True, fmt="d", cbar=False, ax=ax, cmap="viridis",
+            sns.heatmap(grids[m], annot=True, fmt="d", cbar=False, ax=ax, cmap="viridis", vmin=0, vmax=top,
                         xticklabels=MATRICES)
             ax.set_title(m)
             ax.set_ylabel("layer")
