@@ -111,6 +111,11 @@ def write_new_json(record: dict, directory: str | Path, stem: str) -> Path:
 IGNORED_FOR_IDENTITY = ("resume", "skip_existing", "tag", "data", "results_dir")
 
 
+def record_stem(config) -> str:
+    """The name a run's record starts with: ``<task>--<method>--seed<seed>`` (a resolved config or a DictConfig)."""
+    return f"{config['task']['name']}--{config['method']['name']}--seed{config['seed']}"
+
+
 def find_record(directory: str | Path, stem: str, config: dict) -> Path | None:
     """An existing record of the same run: same name stem and the same resolved config."""
     wanted = {k: v for k, v in config.items() if k not in IGNORED_FOR_IDENTITY}

@@ -90,7 +90,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     replicas = init_from_environment()  # torchrun / accelerate launch: one process per replica
     task, train_cfg = cfg.task, cfg.train
     check_train_settings(train_cfg)
-    record_dir, stem = Path(cfg.results_dir) / cfg.model.name, f"{task.name}--{cfg.method.name}--seed{cfg.seed}"
+    record_dir, stem = Path(cfg.results_dir) / cfg.model.name, records.record_stem(cfg)
     if cfg.skip_existing:
         done = records.find_record(record_dir, stem, OmegaConf.to_container(cfg, resolve=True))
         if done is not None:

@@ -3,8 +3,8 @@
     python scripts/sweep_status.py table1 [override ...] [--runs results/runs]
 
 Expands the experiment's grid (``hydra.sweeper.params`` of conf/experiment/<name>.yaml) and, for each
-cell, looks for the record the runner would skip on (same name, same resolved config but for its
-tag/resume/skip_existing). Pass the overrides the sweep was launched with (e.g. ``train.threads=1``):
+cell, looks for the record the runner would skip on (same name, same resolved config but for the keys of
+``runner.records.IGNORED_FOR_IDENTITY``: tag, resume, skip_existing, data and results folders). Pass the overrides the sweep was launched with (e.g. ``train.threads=1``):
 they are part of each run's config. Exit status 1 while cells are missing, so scripts can wait on it.
 """
 
@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from runner.records import find_record  # noqa: E402
+from runner.records import find_record, record_stem  # noqa: E402
 
 
 def grid(experiment: str) -> list[list[str]]:
@@ -45,8 +45,7 @@ def status(experiment: str, extra: list[str], runs_dir: Path | None = None) -> t
             cfg = compose(config_name="config", overrides=[f"+experiment={experiment}", *cell, *extra])
             config = OmegaConf.to_container(cfg, resolve=True)
             base = runs_dir if runs_dir is not None else ROOT / config["results_dir"]
-            stem = f"{config['task']['name']}--{config['method']['name']}--seed{config['seed']}"
-            found = find_record(Path(base) / config["model"]["name"], stem, config)
+            found = find_record(Path(base) / config["model"]["name"], record_stem(config), config)
             (done.append((cell, found)) if found is not None else missing.append(cell))
     return done, missing
 
