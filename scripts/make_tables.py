@@ -7,8 +7,8 @@ With --readme, every block of the README between ``<!-- include results/tables/<
 ``<!-- end include -->`` is replaced by that freshly written table, so the README shows the records' numbers.
 
 Reads only JSON records (never a model) and conf/ (to know each protocol's settings). A record counts for
-a table when its config is the one a protocol gives its cell: ``cpu`` (conf/experiment/cpu_protocol.yaml)
-or ``paper`` (the task's full epochs, Table V). Ad-hoc runs (other settings) are left out. Each cell is the
+a table when its config is the one a protocol gives its cell: ``cpu`` (conf/experiment/cpu_protocol.yaml;
+for SQuAD, conf/experiment/table4.yaml, which adds its sequence length) or ``paper`` (the task's full epochs, Table V). Ad-hoc runs (other settings) are left out. Each cell is the
 mean ± std over seeds of the best dev score of each run, in percent.
 """
 
@@ -39,6 +39,8 @@ MODEL_LABELS = {"minilm": "all-MiniLM-L6-v2 on CPU", "deberta_v3_base": "DeBERTa
 # Where and how a run was kept, not what it computed: left out when a record is matched to a protocol.
 BOOKKEEPING = {"tag", "resume", "skip_existing", "results_dir", "data", "device"}
 BOOKKEEPING_TRAIN = {"threads"}
+# The experiment that defines a task's cpu-protocol cell, where it is not cpu_protocol itself.
+CPU_EXPERIMENT = {"squad_v2": "table4"}
 
 
 def comparable(config: dict) -> dict:
@@ -55,7 +57,7 @@ def protocol_config(kind: str, model: str, method: str, task: str, seed: int) ->
     from omegaconf import OmegaConf
 
     overrides = [f"model={model}", f"method={method}", f"task={task}", f"seed={seed}"]
-    overrides += ["+experiment=cpu_protocol"] if kind == "cpu" else []
+    overrides += [f"+experiment={CPU_EXPERIMENT.get(task, 'cpu_protocol')}"] if kind == "cpu" else []
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return comparable(OmegaConf.to_container(compose(config_name="config", overrides=overrides), resolve=True))
@@ -216,6 +218,9 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
             stem.with_suffix(".md").write_text(f"{caption}\n\n" + markdown(header, rows))
             stem.with_suffix(".tex").write_text(f"% {caption.replace('**', '')}\n" + latex(header, rows))
             written.append(stem.with_suffix(".md"))
+    for stale in out_dir.iterdir():  # a table no record supports any more (e.g. its protocol changed)
+        if re.fullmatch(r"(table[1-4]|claims)_.+\.(md|tex)", stale.name) and stale.with_suffix(".md") not in written:
+            stale.unlink()
     return written
 
 

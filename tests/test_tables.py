@@ -13,12 +13,16 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def test_tables_match_the_golden_files(tmp_path):
+    (tmp_path / "table2_minilm_cpu.md").write_text("a table no fixture record supports\n")  # left from older records
+    (tmp_path / "table2_minilm_cpu.tex").write_text("stale\n")
+    (tmp_path / "notes.txt").write_text("not a table\n")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tables.py"), "--runs", str(FIXTURES / "records"),
                     "--out", str(tmp_path)], check=True, capture_output=True)
     expected = ["claims_minilm_cpu.md", "table1_minilm_cpu.md", "table4_minilm_cpu.md"]
     for name in expected:
         assert (tmp_path / name).read_text() == (FIXTURES / "expected" / name).read_text()
     assert sorted(p.name for p in tmp_path.glob("*.md")) == expected
+    assert not (tmp_path / "table2_minilm_cpu.tex").exists() and (tmp_path / "notes.txt").exists()
 
 
 def test_rank_grid_places_each_matrix_by_layer_and_type():
@@ -77,6 +81,24 @@ def test_variants_of_a_cell_are_left_out(tmp_path):
         _write(tmp_path / f"v{i}.json", base, variant, f"2026-01-0{i + 2}T00:00:00+00:00", 0.90)
     runs = tables.load_runs(tmp_path)
     assert runs[("minilm", "cpu")]["triadapt_linear"]["mrpc"][0]["best"]["main"] == 0.70
+
+
+def test_squad_cells_follow_table4_and_glue_cells_do_not(tmp_path):
+    """SQuAD's cpu cell is +experiment=table4 (T = 1500, length 256): a run at the old 300 steps / 384 is
+    ad hoc, and table4's length never reaches a GLUE cell."""
+    import copy
+
+    tables = _make_tables()
+    squad = tables.protocol_config("cpu", "minilm", "lora", "squad_v2", 0)
+    assert (squad["train"]["max_steps"], squad["task"]["max_seq_length"]) == (1500, 256)
+    assert tables.protocol_config("cpu", "minilm", "lora", "rte", 0)["task"]["max_seq_length"] == 320
+    base = {"model": "minilm", "method": "lora", "task": "squad_v2", "seed": 0}
+    old = copy.deepcopy(squad)
+    old["train"]["max_steps"], old["task"]["cpu_steps"], old["task"]["max_seq_length"] = 300, 300, 384
+    _write(tmp_path / "old.json", base, old, "2026-01-02T00:00:00+00:00", 49.71)
+    _write(tmp_path / "new.json", base, squad, "2026-01-01T00:00:00+00:00", 55.36)
+    runs = tables.load_runs(tmp_path)
+    assert runs[("minilm", "cpu")]["lora"]["squad_v2"][0]["best"]["main"] == 55.36
 
 
 def test_a_sensitivity_curve_takes_its_default_point_from_the_protocol_cell():
