@@ -8,8 +8,9 @@ With --readme, every block of the README between ``<!-- include results/tables/<
 
 Reads only JSON records (never a model) and conf/ (to know each protocol's settings). A record counts for
 a table when its config is the one a protocol gives its cell: ``cpu`` (conf/experiment/cpu_protocol.yaml;
-for SQuAD, conf/experiment/table4.yaml, which adds its sequence length) or ``paper`` (the task's full epochs, Table V). Ad-hoc runs (other settings) are left out. Each cell is the
-mean ± std over seeds of the best dev score of each run, in percent.
+for SQuAD, conf/experiment/table4.yaml, which adds its sequence length) or ``paper`` (the task's full
+epochs, Table V). Ad-hoc runs (other settings) are left out. Each cell is the mean ± std over seeds of
+the best dev score of each run, in percent.
 """
 
 from __future__ import annotations
