@@ -31,8 +31,13 @@ TABLE1 = ["full_ft", "bitfit", "hadapter", "padapter", "lora", "adalora", "incre
 TABLE2 = ["triadapt_nonlinear", "triadapt_nonlinear_no_orth"]
 TABLE3 = ["triadapt_nonlinear", "triadapt_nonlinear_sqrt_r", "triadapt_nonlinear_no_norm"]
 TABLE4 = ["full_ft", "hadapter", "lora", "increlora", "triadapt_linear", "triadapt_nonlinear", "triadapt_fixed_k"]
+# (ours, other): Table I's claims against the baselines, then the modes against each other, then the ablations
+# of Table II (orthogonal constraint) and Table III (dividing the F-norm by r against sqrt(r) and nothing).
 CLAIMS = [("triadapt_linear", "increlora"), ("triadapt_nonlinear", "increlora"), ("triadapt_linear", "adalora"),
-          ("triadapt_nonlinear", "adalora"), ("triadapt_linear", "lora")]
+          ("triadapt_nonlinear", "adalora"), ("triadapt_linear", "lora"), ("triadapt_nonlinear", "lora"),
+          ("triadapt_linear", "triadapt_nonlinear"), ("triadapt_linear", "triadapt_fixed_k"),
+          ("triadapt_nonlinear", "triadapt_nonlinear_no_orth"), ("triadapt_nonlinear", "triadapt_nonlinear_sqrt_r"),
+          ("triadapt_nonlinear", "triadapt_nonlinear_no_norm")]
 MODEL_LABELS = {"minilm": "all-MiniLM-L6-v2 on CPU", "deberta_v3_base": "DeBERTaV3-base",
                 "tiny_deberta": "tiny random DeBERTa (test model; numbers meaningless)"}
 

@@ -144,3 +144,17 @@ def test_readme_include_of_a_table_never_written_is_an_error(tmp_path):
                            "--out", str(tmp_path), "--readme", str(readme)], capture_output=True, text=True)
     assert done.returncode != 0 and "includes table2_minilm_cpu.md" in done.stderr
     assert readme.read_text() == original
+
+
+def test_ablation_claims_pair_the_full_method_with_each_variant_per_seed():
+    """Table II and III's claims: nonlinear minus its variant on the seeds both have (no_orth: +2, +4 -> "holds";
+    no_norm has seed 0 only; sqrt_r has no run, so no row)."""
+    tables = _make_tables()
+    run = lambda value: {"task": "rte", "best": {"main": value}}  # noqa: E731
+    by_method = {"triadapt_nonlinear": {"rte": {0: run(0.60), 1: run(0.62)}},
+                 "triadapt_nonlinear_no_orth": {"rte": {0: run(0.58), 1: run(0.58), 2: run(0.90)}},
+                 "triadapt_nonlinear_no_norm": {"rte": {0: run(0.61)}}}
+    _, rows = tables.claims_table(by_method)
+    assert [[cell.replace(" ", "") for cell in row] for row in rows] == [
+        ["triadapt_nonlinear>triadapt_nonlinear_no_orth", "rte", "+2.00,+4.00", "3.00±1.41", "holds"],
+        ["triadapt_nonlinear>triadapt_nonlinear_no_norm", "rte", "-1.00", "-1.00", "inconclusive(oneseed)"]]
