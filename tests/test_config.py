@@ -35,6 +35,13 @@ def test_table_v_values_reach_the_method():
     assert compose_config("method=triadapt_fixed_k", "task=mnli").method.fixed_k == 18
 
 
+def test_full_fine_tuning_pins_its_own_learning_rate_and_the_others_keep_the_tasks():
+    for protocol in ([], ["+experiment=cpu_protocol"]):
+        assert compose_config("method=full_ft", "task=stsb", *protocol).train.lr == 5e-5
+        assert compose_config("method=bitfit", "task=stsb", *protocol).train.lr == (1e-3 if protocol else 2.2e-3)
+    assert compose_config("method=full_ft", "task=rte", "train.lr=1e-4").train.lr == 1e-4  # the command line wins
+
+
 def test_default_model_is_the_papers():
     assert compose_config().model.pretrained == "microsoft/deberta-v3-base"
 
