@@ -3,8 +3,9 @@
     python scripts/make_figures.py [--runs results/runs] [--out figures]
 
 - fig2_ranks_<model>_<task>.png: final rank per layer x matrix type, one panel per method (paper Fig. 2);
-- fig3/4/5_<model>.png: RTE dev accuracy against the initial warm-up, the update interval and the
-  reference rank, TriAdaptLoRA against IncreLoRA (mean and min-max band over seeds) (paper Figs. 3-5);
+- fig3/4/5_<model>_<task>.png: the dev score against the initial warm-up, the update interval and the
+  reference rank, TriAdaptLoRA against IncreLoRA (mean and min-max band over seeds) (paper Figs. 3-5, on
+  the task each sweep ran: the paper's RTE, or the CPU protocol's STS-B);
 - growth_timeline_<model>_<task>.png: total rank and k per growth event against steps, per mode.
 Reads only JSON records (never a model).
 """
@@ -86,18 +87,18 @@ def fig2(records: list[dict], out: Path) -> list[Path]:
 
 
 def sensitivity_points(records: list[dict], tag: str) -> dict:
-    """(model, method) -> swept value -> scores (%) of sweep ``tag``: the sweep's own runs, plus the protocol's
-    runs of the same methods and seeds on RTE (a point at the default value is the protocol's cell, which the
-    sweep skips when Table I already holds it)."""
+    """(model, task, method) -> swept value -> scores (%) of sweep ``tag``: the sweep's own runs, plus the
+    protocol's runs of the same methods, tasks and seeds (a point at the default value is the protocol's cell,
+    which the sweep skips when Table I already holds it)."""
     key = SWEEPS[tag][0]
     swept = [r for r in records if r.get("tag") == tag]
-    methods, seeds = {r["method"] for r in swept}, {r["seed"] for r in swept}
-    runs = {(r["model"], r["method"], r["config"]["task"][key], r["seed"]): r for r in records
-            if r in swept or (r["method"] in methods and r["seed"] in seeds and r["task"] == "rte"
+    methods, tasks, seeds = ({r[field] for r in swept} for field in ("method", "task", "seed"))
+    runs = {(r["model"], r["task"], r["method"], r["config"]["task"][key], r["seed"]): r for r in records
+            if r in swept or (r["method"] in methods and r["task"] in tasks and r["seed"] in seeds
                               and protocol(r) == "cpu")}
     points = defaultdict(lambda: defaultdict(list))
-    for (model, method, value, _), r in runs.items():
-        points[(model, method)][value].append(100 * r["best"]["main"])
+    for (model, task, method, value, _), r in runs.items():
+        points[(model, task, method)][value].append(100 * r["best"]["main"])
     return points
 
 
@@ -105,20 +106,21 @@ def sensitivity(records: list[dict], out: Path) -> list[Path]:
     paths = []
     for tag, (_, label) in SWEEPS.items():
         points = sensitivity_points(records, tag)
-        for model in sorted({m for m, _ in points}):
+        metrics = {(r["model"], r["task"]): r["metric"] for r in records if r.get("tag") == tag}
+        for model, task in sorted({(m, t) for m, t, _ in points}):
             fig, ax = plt.subplots(figsize=(5, 3.4))
-            for (mod, method), by_value in sorted(points.items()):
-                if mod != model:
+            for (mod, tsk, method), by_value in sorted(points.items()):
+                if (mod, tsk) != (model, task):
                     continue
                 xs = sorted(by_value)
                 ys = [np.mean(by_value[x]) for x in xs]
                 ax.plot(xs, ys, marker="o", label=method)
                 ax.fill_between(xs, [min(by_value[x]) for x in xs], [max(by_value[x]) for x in xs], alpha=0.2)
             ax.set_xlabel(label)
-            ax.set_ylabel("RTE dev accuracy (%)")
-            ax.set_title(f"{tag}: {model}")
+            ax.set_ylabel(f"{task} dev {metrics[(model, task)]} (%)")
+            ax.set_title(f"{tag}: {model}, {task}")
             ax.legend()
-            paths.append(save(fig, out / f"{tag}_{model}.png"))
+            paths.append(save(fig, out / f"{tag}_{model}_{task}.png"))
     return paths
 
 

@@ -12,11 +12,11 @@ status 1 while cells are missing, so scripts can wait on it.
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the sweeper run.py -m uses
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -25,25 +25,22 @@ sys.path.insert(0, str(ROOT))
 from runner.records import find_record, record_stem  # noqa: E402
 
 
-def grid(experiment: str) -> list[list[str]]:
-    """Every cell of the experiment's sweep, as the overrides Hydra's basic sweeper would give that job
-    (inside an initialised Hydra)."""
+def grid(experiment: str, extra: list[str]) -> list[list[str]]:
+    """Every cell of the experiment's sweep with the command line's overrides, as the overrides Hydra's basic
+    sweeper gives each job (a command-line key replaces the experiment's axis of that key, e.g. task=rte).
+    Call inside an initialised Hydra."""
     cfg = compose(config_name="config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
-    params = cfg.hydra.sweeper.params or {}
-    axes = []
-    for override in OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()]):
-        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
-                  else [override.get_value_element_as_str()])
-        axes.append([f"{override.key_or_group}={v}" for v in values])
-    return [list(cell) for cell in itertools.product(*axes)]
+    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.params or {}).items()]
+    overrides = OverridesParser.create().parse_overrides(params + list(extra))
+    return BasicSweeper.split_arguments(overrides, max_batch_size=None)[0]
 
 
 def status(experiment: str, extra: list[str], runs_dir: Path | None = None) -> tuple[list[tuple[list[str], Path]], list[list[str]]]:
     """(cells with their record, cells without one)."""
     done, missing = [], []
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for cell in grid(experiment):
-            cfg = compose(config_name="config", overrides=[f"+experiment={experiment}", *cell, *extra])
+        for cell in grid(experiment, extra):
+            cfg = compose(config_name="config", overrides=[f"+experiment={experiment}", *cell])
             config = OmegaConf.to_container(cfg, resolve=True)
             base = runs_dir if runs_dir is not None else ROOT / config["results_dir"]
             found = find_record(Path(base) / config["model"]["name"], record_stem(config), config)

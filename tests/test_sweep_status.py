@@ -11,20 +11,20 @@ from tests.conftest import ROOT, compose_config
 WARMUPS = [100, 200, 400, 600, 800]  # conf/experiment/fig3.yaml: 2 methods x 5 warm-ups x seed 0
 
 
-def write_record(runs, method, warmup, *extra):
-    cfg = compose_config("+experiment=fig3", f"method={method}", "task=rte", f"task.warmup_steps={warmup}",
+def write_record(runs, method, warmup, *extra, task="stsb"):
+    cfg = compose_config("+experiment=fig3", f"method={method}", f"task={task}", f"task.warmup_steps={warmup}",
                          "seed=0", *extra)
     config = OmegaConf.to_container(cfg, resolve=True)
     folder = runs / "minilm"
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"rte--{method}--seed0"
+    stem = f"{task}--{method}--seed0"
     path = folder / f"{stem}-{len(list(folder.glob(stem + '*')))}.json"
     path.write_text(json.dumps({"config": config}))
 
 
-def status(runs):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep_status.py"), "fig3", "--runs", str(runs)],
-                          capture_output=True, text=True)
+def status(runs, *overrides):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep_status.py"), "fig3", *overrides,
+                           "--runs", str(runs)], capture_output=True, text=True)
 
 
 def test_counts_matching_records_and_lists_the_missing_cells(tmp_path):
@@ -37,10 +37,24 @@ def test_counts_matching_records_and_lists_the_missing_cells(tmp_path):
     out = status(runs)
     assert out.returncode == 1, out.stderr
     assert out.stdout.splitlines() == ["fig3: 9 of 10 runs have a record",
-                                       "missing: method=increlora task=rte task.warmup_steps=400 seed=0"]
+                                       "missing: method=increlora task=stsb task.warmup_steps=400 seed=0"]
     write_record(runs, "increlora", 400, "data.dir=/elsewhere")  # the data's location does not matter
     out = status(runs)
     assert out.returncode == 0 and out.stdout.splitlines() == ["fig3: 10 of 10 runs have a record"]
+
+
+def test_a_command_line_key_replaces_the_experiments_axis_as_hydras_sweeper_does(tmp_path):
+    runs = tmp_path / "runs"
+    for method in ("triadapt_linear", "increlora"):
+        for warmup in WARMUPS:
+            write_record(runs, method, warmup)  # the experiment's own task, STS-B: complete
+    write_record(runs, "increlora", 800, task="rte")
+    out = status(runs, "task=rte")  # the paper's task instead: one cell of ten
+    assert out.returncode == 1, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "fig3: 1 of 10 runs have a record" and len(lines) == 10
+    assert "missing: method=triadapt_linear task=rte task.warmup_steps=100 seed=0" in lines
+    assert not any("stsb" in line for line in lines)
 
 
 def test_unknown_experiment_names_the_choices(tmp_path):

@@ -101,7 +101,7 @@ def test_squad_cells_follow_table4_and_glue_cells_do_not(tmp_path):
     assert runs[("minilm", "cpu")]["lora"]["squad_v2"][0]["best"]["main"] == 55.36
 
 
-def test_a_sensitivity_curve_takes_its_default_point_from_the_protocol_cell():
+def test_a_sensitivity_curve_takes_its_default_point_from_the_protocol_cell_of_its_own_task():
     import copy
     import importlib.util
 
@@ -109,20 +109,23 @@ def test_a_sensitivity_curve_takes_its_default_point_from_the_protocol_cell():
     figures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(figures)
     tables = _make_tables()
-    base = {"model": "minilm", "method": "triadapt_linear", "task": "rte"}
-    default = tables.protocol_config("cpu", "minilm", "triadapt_linear", "rte", 0)
-    records = [{**base, "seed": 0, "tag": "table1", "config": default, "best": {"main": 0.65}},
-               {**base, "seed": 1, "tag": "table1", "config": tables.protocol_config("cpu", "minilm", "triadapt_linear",
-                                                                                     "rte", 1), "best": {"main": 0.5}}]
+
+    def protocol_run(task, seed, score):
+        return {"model": "minilm", "method": "triadapt_linear", "task": task, "seed": seed, "tag": "table1",
+                "config": tables.protocol_config("cpu", "minilm", "triadapt_linear", task, seed),
+                "best": {"main": score}}
+
+    default = protocol_run("stsb", 0, 0.65)
+    records = [default, protocol_run("stsb", 1, 0.5), protocol_run("rte", 0, 0.52)]
     for value, score in ((200, 0.60), (400, 0.62)):
-        config = copy.deepcopy(default)
+        config = copy.deepcopy(default["config"])
         config["task"]["warmup_steps"] = value
-        records.append({**base, "seed": 0, "tag": "fig3", "config": config, "best": {"main": score}})
+        records.append({**default, "tag": "fig3", "config": config, "best": {"main": score}})
     points = figures.sensitivity_points(records, "fig3")
-    at_default = default["task"]["warmup_steps"]
+    at_default = default["config"]["task"]["warmup_steps"]
     assert at_default not in (200, 400)
-    assert {k: dict(v) for k, v in points.items()} == {
-        ("minilm", "triadapt_linear"): {200: [60.0], 400: [62.0], at_default: [65.0]}}  # seed 1 is not swept
+    assert {k: dict(v) for k, v in points.items()} == {  # seed 1 is not swept, nor is RTE
+        ("minilm", "stsb", "triadapt_linear"): {200: [60.0], 400: [62.0], at_default: [65.0]}}
 
 
 def test_readme_include_blocks_are_filled_from_the_tables(tmp_path):
