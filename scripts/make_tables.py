@@ -55,14 +55,21 @@ def comparable(config: dict) -> dict:
     return kept
 
 
-@functools.cache
 def protocol_config(kind: str, model: str, method: str, task: str, seed: int) -> dict | None:
     """The resolved config the ``kind`` protocol gives this cell today (None if conf/ no longer has it)."""
+    config = seedless_protocol_config(kind, model, method, task)
+    return None if config is None else {**config, "seed": seed}
+
+
+@functools.cache
+def seedless_protocol_config(kind: str, model: str, method: str, task: str) -> dict | None:
+    """One Hydra compose per (protocol, model, method, task): the seed is a top-level key no other value refers to,
+    so the cells of one row differ only there (composing per seed made the scripts take a minute)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
-    overrides = [f"model={model}", f"method={method}", f"task={task}", f"seed={seed}"]
+    overrides = [f"model={model}", f"method={method}", f"task={task}"]
     overrides += [f"+experiment={CPU_EXPERIMENT.get(task, 'cpu_protocol')}"] if kind == "cpu" else []
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
