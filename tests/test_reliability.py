@@ -20,7 +20,8 @@ from runner.method import Method
 from tests.conftest import ROOT, compose_config
 
 RUN_ARGS = ["task=rte", "model=tiny_deberta", "train.max_steps=30", "train.batch_size=16", "task.max_seq_length=64",
-            "train.eval_every=10", "train.checkpoint_every=10", "train.eval_batch_size=300"]
+            "train.eval_every=10", "train.checkpoint_every=10", "train.eval_batch_size=300",
+            "train.threads=1"]  # one thread each: the uninterrupted run goes beside the killed one
 TIME_FIELDS = {"wall_time_s", "finished_at", "command", "resumed_at", "output_dir"}
 
 
@@ -33,8 +34,8 @@ def launch(method, run_dir, results, data_dir):
 
 @pytest.mark.parametrize("method", ["triadapt_linear", "increlora", "adalora"])
 def test_sigkill_between_checkpoints_then_resume_gives_the_same_record(method, tmp_path, data_dir):
-    results = tmp_path / "results"
-    killed = launch(method, tmp_path / "killed", results, data_dir)
+    straight = launch(method, tmp_path / "uninterrupted", tmp_path / "results-straight", data_dir)  # to compare with
+    killed = launch(method, tmp_path / "killed", tmp_path / "results", data_dir)
     pointer = tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.time() + 300
     while not pointer.is_file() and killed.poll() is None:  # the first checkpoint (step 10) is written
@@ -42,21 +43,21 @@ def test_sigkill_between_checkpoints_then_resume_gives_the_same_record(method, t
         time.sleep(0.01)
     killed.send_signal(signal.SIGKILL)  # ... and the run dies between it and the next one
     killed.wait()
-    assert not results.exists()  # no record from the killed run
+    assert not (tmp_path / "results").exists()  # no record from the killed run
     latest = pointer.read_text()
     assert latest in ("step-10", "step-20")
     state = json.loads((pointer.parent / latest / "state.json").read_text())
     if method != "adalora":
         assert state["growth_steps"]  # growth happened before the kill
-    for run_dir in ("killed", "uninterrupted"):  # the killed folder resumes; the other runs from scratch
-        process = launch(method, tmp_path / run_dir, results, data_dir)
+    resumed = launch(method, tmp_path / "killed", tmp_path / "results", data_dir)  # the killed folder resumes
+    for process in (straight, resumed):
         assert process.wait() == 0, process.stderr.read()
-    resumed, straight = sorted((json.loads(p.read_text()) for p in results.rglob("*.json")),
-                               key=lambda r: r["resumed_at"], reverse=True)
+    (resumed,), (straight,) = ([json.loads(p.read_text()) for p in (tmp_path / d).rglob("*.json")]
+                               for d in ("results", "results-straight"))
     assert resumed["resumed_at"][0] >= 10 and straight["resumed_at"] == []
-    assert {k: v for k, v in resumed.items() if k not in TIME_FIELDS} == \
-        {k: v for k, v in straight.items() if k not in TIME_FIELDS}
-
+    assert {k: v for k, v in resumed.items() if k not in TIME_FIELDS | {"config"}} == \
+        {k: v for k, v in straight.items() if k not in TIME_FIELDS | {"config"}}
+    assert {**resumed["config"], "results_dir": None} == {**straight["config"], "results_dir": None}
 
 def nothing_written(tmp_path):
     """No record under results/ and no checkpoint under the run folder."""
