@@ -34,7 +34,7 @@ def launch(method, run_dir, results, data_dir):
 
 @pytest.mark.parametrize("method", ["triadapt_linear", "increlora", "adalora"])
 def test_sigkill_between_checkpoints_then_resume_gives_the_same_record(method, tmp_path, data_dir):
-    straight = launch(method, tmp_path / "uninterrupted", tmp_path / "results-straight", data_dir)  # to compare with
+    straight_run = launch(method, tmp_path / "uninterrupted", tmp_path / "results-straight", data_dir)  # to compare
     killed = launch(method, tmp_path / "killed", tmp_path / "results", data_dir)
     pointer = tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.time() + 300
@@ -49,8 +49,8 @@ def test_sigkill_between_checkpoints_then_resume_gives_the_same_record(method, t
     state = json.loads((pointer.parent / latest / "state.json").read_text())
     if method != "adalora":
         assert state["growth_steps"]  # growth happened before the kill
-    resumed = launch(method, tmp_path / "killed", tmp_path / "results", data_dir)  # the killed folder resumes
-    for process in (straight, resumed):
+    resumed_run = launch(method, tmp_path / "killed", tmp_path / "results", data_dir)  # the killed folder resumes
+    for process in (straight_run, resumed_run):
         assert process.wait() == 0, process.stderr.read()
     (resumed,), (straight,) = ([json.loads(p.read_text()) for p in (tmp_path / d).rglob("*.json")]
                                for d in ("results", "results-straight"))
@@ -58,6 +58,7 @@ def test_sigkill_between_checkpoints_then_resume_gives_the_same_record(method, t
     assert {k: v for k, v in resumed.items() if k not in TIME_FIELDS | {"config"}} == \
         {k: v for k, v in straight.items() if k not in TIME_FIELDS | {"config"}}
     assert {**resumed["config"], "results_dir": None} == {**straight["config"], "results_dir": None}
+
 
 def nothing_written(tmp_path):
     """No record under results/ and no checkpoint under the run folder."""
