@@ -13,7 +13,6 @@ Reads only JSON records (never a model).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -28,16 +27,16 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_tables import protocol  # noqa: E402  (one rule for which run fills a cell)
+# One rule for which run fills a cell, shared with the tables.
+from make_tables import SWEEPS, protocol, read_records, sensitivity_points  # noqa: E402
 
 MATRICES = ["Wq", "Wk", "Wv", "Wa", "Wm", "Wo"]
 SUFFIXES = [("attention.output.dense", "Wa"), ("intermediate.dense", "Wm"), ("output.dense", "Wo"),
             ("query", "Wq"), ("query_proj", "Wq"), ("key", "Wk"), ("key_proj", "Wk"), ("value", "Wv"),
             ("value_proj", "Wv")]
 FIG2_METHODS = ["triadapt_linear", "triadapt_fixed_k", "adalora", "increlora"]
-SWEEPS = {"fig3": ("warmup_steps", "initial warm-up (paper-scale steps)"),
-          "fig4": ("interval", "rank-update interval (paper-scale steps)"),
-          "fig5": ("r_ref", "reference rank r_ref")}
+AXIS_LABELS = {"fig3": "initial warm-up (paper-scale steps)", "fig4": "rank-update interval (paper-scale steps)",
+               "fig5": "reference rank r_ref"}
 
 
 def matrix_position(name: str) -> tuple[int, str]:
@@ -57,10 +56,6 @@ def save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def load(runs_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(runs_dir).rglob("*.json"))]
 
 
 def fig2(records: list[dict], out: Path) -> list[Path]:
@@ -86,25 +81,9 @@ def fig2(records: list[dict], out: Path) -> list[Path]:
     return paths
 
 
-def sensitivity_points(records: list[dict], tag: str) -> dict:
-    """(model, task, method) -> swept value -> scores (%) of sweep ``tag``: the sweep's own runs, plus the
-    protocol's runs of the same methods, tasks and seeds (a point at the default value is the protocol's cell,
-    which the sweep skips when Table I already holds it)."""
-    key = SWEEPS[tag][0]
-    swept = [r for r in records if r.get("tag") == tag]
-    methods, tasks, seeds = ({r[field] for r in swept} for field in ("method", "task", "seed"))
-    runs = {(r["model"], r["task"], r["method"], r["config"]["task"][key], r["seed"]): r for r in records
-            if r in swept or (r["method"] in methods and r["task"] in tasks and r["seed"] in seeds
-                              and protocol(r) == "cpu")}
-    points = defaultdict(lambda: defaultdict(list))
-    for (model, task, method, value, _), r in runs.items():
-        points[(model, task, method)][value].append(100 * r["best"]["main"])
-    return points
-
-
 def sensitivity(records: list[dict], out: Path) -> list[Path]:
     paths = []
-    for tag, (_, label) in SWEEPS.items():
+    for tag in SWEEPS:
         points = sensitivity_points(records, tag)
         metrics = {(r["model"], r["task"]): r["metric"] for r in records if r.get("tag") == tag}
         for model, task in sorted({(m, t) for m, t, _ in points}):
@@ -116,7 +95,7 @@ def sensitivity(records: list[dict], out: Path) -> list[Path]:
                 ys = [np.mean(by_value[x]) for x in xs]
                 ax.plot(xs, ys, marker="o", label=method)
                 ax.fill_between(xs, [min(by_value[x]) for x in xs], [max(by_value[x]) for x in xs], alpha=0.2)
-            ax.set_xlabel(label)
+            ax.set_xlabel(AXIS_LABELS[tag])
             ax.set_ylabel(f"{task} dev {metrics[(model, task)]} (%)")
             ax.set_title(f"{tag}: {model}, {task}")
             ax.legend()
@@ -156,7 +135,7 @@ def main():
     parser.add_argument("--out", type=Path, default=root / "figures")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    records = load(args.runs)
+    records = read_records(args.runs)
     for path in fig2(records, args.out) + sensitivity(records, args.out) + growth_timeline(records, args.out):
         print(path)
 

@@ -38,6 +38,8 @@ CLAIMS = [("triadapt_linear", "increlora"), ("triadapt_nonlinear", "increlora"),
           ("triadapt_linear", "triadapt_nonlinear"), ("triadapt_linear", "triadapt_fixed_k"),
           ("triadapt_nonlinear", "triadapt_nonlinear_no_orth"), ("triadapt_nonlinear", "triadapt_nonlinear_sqrt_r"),
           ("triadapt_nonlinear", "triadapt_nonlinear_no_norm")]
+# Figs. 3-5: the task setting each sensitivity sweep varies (conf/experiment/fig3.yaml ... fig5.yaml).
+SWEEPS = {"fig3": "warmup_steps", "fig4": "interval", "fig5": "r_ref"}
 MODEL_LABELS = {"minilm": "all-MiniLM-L6-v2 on CPU", "deberta_v3_base": "DeBERTaV3-base",
                 "tiny_deberta": "tiny random DeBERTa (test model; numbers meaningless)"}
 
@@ -90,15 +92,34 @@ def protocol(record: dict) -> str | None:
     return None
 
 
-def load_runs(runs_dir: Path) -> dict:
+def read_records(runs_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(runs_dir).rglob("*.json"))]
+
+
+def runs_by_protocol(records: list[dict]) -> dict:
     """(model, protocol) -> method -> task -> seed -> record; of repeated runs, the newest (``finished_at``)."""
     runs = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
-    records = [json.loads(p.read_text()) for p in Path(runs_dir).rglob("*.json")]
     for record in sorted(records, key=lambda r: r.get("finished_at", "")):
         kind = protocol(record)
         if kind is not None:
             runs[(record["model"], kind)][record["method"]][record["task"]][record["seed"]] = record
     return runs
+
+
+def sensitivity_points(records: list[dict], tag: str) -> dict:
+    """(model, task, method) -> swept value -> scores (%) of sweep ``tag``: the sweep's own runs, plus the
+    protocol's runs of the same methods, tasks and seeds (a point at the default value is the protocol's cell,
+    which the sweep skips when Table I already holds it)."""
+    key = SWEEPS[tag]
+    swept = [r for r in records if r.get("tag") == tag]
+    methods, tasks, seeds = ({r[field] for r in swept} for field in ("method", "task", "seed"))
+    runs = {(r["model"], r["task"], r["method"], r["config"]["task"][key], r["seed"]): r for r in records
+            if r in swept or (r["method"] in methods and r["task"] in tasks and r["seed"] in seeds
+                              and protocol(r) == "cpu")}
+    points = defaultdict(lambda: defaultdict(list))
+    for (model, task, method, value, _), r in runs.items():
+        points[(model, task, method)][value].append(score(r))
+    return points
 
 
 def score(record: dict, metric: str | None = None) -> float:
@@ -179,6 +200,18 @@ def claims_table(by_method: dict) -> tuple[list[str], list[list[str]]]:
     return ["claim", "task", "per-seed difference", "mean ± std", "verdict"], rows
 
 
+def sensitivity_table(curves: dict, default) -> tuple[list[str], list[list[str]]]:
+    """Figs. 3-5 as numbers: method -> swept value -> scores becomes one row per method with the mean at each
+    value and the row's range (max - min of those means), the spread the paper's sensitivity claim is about."""
+    values = sorted({v for curve in curves.values() for v in curve})
+    seeds = max(len(scores) for curve in curves.values() for scores in curve.values())
+    rows = []
+    for method, curve in sorted(curves.items()):
+        means = [statistics.mean(curve[v]) for v in values if v in curve]
+        rows.append([method, *[cell(curve.get(v, []), seeds) for v in values], f"{max(means) - min(means):.2f}"])
+    return ["method", *[f"{v} (protocol)" if v == default else str(v) for v in values], "range"], rows
+
+
 def squad_caption(model: str, kind: str, squad: dict) -> str:
     """Table IV's own caption: its seeds, and where its evaluation questions come from."""
     seeds = sorted({s for runs in squad.values() for s in runs})
@@ -202,37 +235,58 @@ def squad_table(squad: dict, paper4: dict) -> tuple[list[str], list[list[str]]]:
     return ["method", "EM", "F1", "paper EM / F1"], rows
 
 
+def sensitivity_sections(records: list[dict]) -> list[tuple[str, str, tuple]]:
+    """(file name, caption, table) per sensitivity sweep and (model, task) it ran on."""
+    sections = []
+    for tag, key in SWEEPS.items():
+        points = sensitivity_points(records, tag)
+        for model, task in sorted({(m, t) for m, t, _ in points}):
+            curves = {method: curve for (m, t, method), curve in points.items() if (m, t) == (model, task)}
+            swept = [r for r in records if r.get("tag") == tag and (r["model"], r["task"]) == (model, task)]
+            default = protocol_config("cpu", model, next(iter(curves)), task, 0)["task"][key]
+            caption = (f"**Fig. {tag[-1]} ({key}) as numbers.** {MODEL_LABELS.get(model, model)}, cpu protocol with "
+                       f"{key} swept, {task} dev {swept[0]['metric']}, best dev score per run (%), seeds "
+                       f"{sorted({r['seed'] for r in swept})}. \"(protocol)\" marks the protocol's own value (those "
+                       f"cells are Table I's); range = max − min of the row.")
+            sections.append((f"{tag}_{model}_{task}", caption, sensitivity_table(curves, default)))
+    return sections
+
+
 def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
     paper = json.loads(Path(paper_file).read_text())
-    runs = load_runs(runs_dir)
+    records = read_records(runs_dir)
+    runs = runs_by_protocol(records)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     paper1 = {r["method"]: r for r in paper["table1"] if r["method"]}
     paper2 = {r["method"]: r for r in paper["table2"]}
     paper3 = {r["method"]: r for r in paper["table3"]}
     paper4 = {r["method"]: r for r in paper["table4"]}
+    sections = []
     for (model, kind), by_method in sorted(runs.items()):
         seeds = sorted({s for tasks in by_method.values() for t, runs in tasks.items() if t in GLUE for s in runs})
         title = (f"{MODEL_LABELS.get(model, model)}, {kind} protocol, GLUE dev, best dev score per run, "
                  f"mean ± std over seeds {seeds}. Paper rows: DeBERTaV3-base on an A100 (results/paper_reported.json).")
-        sections = [("table1", f"**Table I.** {title}", glue_table(TABLE1, by_method, paper1, len(seeds))),
-                    ("table2", f"**Table II (orthogonal constraint).** {title}",
-                     glue_table(TABLE2, by_method, paper2, len(seeds))),
-                    ("table3", f"**Table III (F-norm normalisation).** {title}",
-                     glue_table(TABLE3, by_method, paper3, len(seeds))),
-                    ("claims", f"**Paired per-seed differences.** {title}", claims_table(by_method))]
+        stem = f"{model}_{kind}"
+        sections += [(f"table1_{stem}", f"**Table I.** {title}", glue_table(TABLE1, by_method, paper1, len(seeds))),
+                     (f"table2_{stem}", f"**Table II (orthogonal constraint).** {title}",
+                      glue_table(TABLE2, by_method, paper2, len(seeds))),
+                     (f"table3_{stem}", f"**Table III (F-norm normalisation).** {title}",
+                      glue_table(TABLE3, by_method, paper3, len(seeds))),
+                     (f"claims_{stem}", f"**Paired per-seed differences.** {title}", claims_table(by_method))]
         squad = {m: by_method[m]["squad_v2"] for m in TABLE4 if by_method.get(m, {}).get("squad_v2")}
         if squad:
-            sections.append(("table4", squad_caption(model, kind, squad), squad_table(squad, paper4)))
-        for name, caption, (header, rows) in sections:
-            if not rows:
-                continue
-            stem = out_dir / f"{name}_{model}_{kind}"
-            stem.with_suffix(".md").write_text(f"{caption}\n\n" + markdown(header, rows))
-            stem.with_suffix(".tex").write_text(f"% {caption.replace('**', '')}\n" + latex(header, rows))
-            written.append(stem.with_suffix(".md"))
+            sections.append((f"table4_{stem}", squad_caption(model, kind, squad), squad_table(squad, paper4)))
+    for name, caption, (header, rows) in sections + sensitivity_sections(records):
+        if not rows:
+            continue
+        path = out_dir / f"{name}.md"
+        path.write_text(f"{caption}\n\n" + markdown(header, rows))
+        path.with_suffix(".tex").write_text(f"% {caption.replace('**', '')}\n" + latex(header, rows))
+        written.append(path)
     for stale in out_dir.iterdir():  # a table no record supports any more (e.g. its protocol changed)
-        if re.fullmatch(r"(table[1-4]|claims)_.+\.(md|tex)", stale.name) and stale.with_suffix(".md") not in written:
+        table = re.fullmatch(r"(table[1-4]|claims|fig[3-5])_.+\.(md|tex)", stale.name)
+        if table and stale.with_suffix(".md") not in written:
             stale.unlink()
     return written
 

@@ -58,7 +58,7 @@ def test_the_newest_of_repeated_runs_counts(tmp_path):
     base = {"model": "minilm", "method": "lora", "task": "rte", "seed": 0}
     _write(tmp_path / "a.json", base, config, "2026-01-02T00:00:00+00:00", 0.6)
     _write(tmp_path / "b.json", base, config, "2026-01-01T00:00:00+00:00", 0.5)
-    runs = tables.load_runs(tmp_path)
+    runs = tables.runs_by_protocol(tables.read_records(tmp_path))
     assert runs[("minilm", "cpu")]["lora"]["rte"][0]["best"]["main"] == 0.6
 
 
@@ -79,7 +79,7 @@ def test_variants_of_a_cell_are_left_out(tmp_path):
     other_lr["train"]["lr"] = 5e-4
     for i, variant in enumerate((added, swept, other_lr)):
         _write(tmp_path / f"v{i}.json", base, variant, f"2026-01-0{i + 2}T00:00:00+00:00", 0.90)
-    runs = tables.load_runs(tmp_path)
+    runs = tables.runs_by_protocol(tables.read_records(tmp_path))
     assert runs[("minilm", "cpu")]["triadapt_linear"]["mrpc"][0]["best"]["main"] == 0.70
 
 
@@ -97,22 +97,18 @@ def test_squad_cells_follow_table4_and_glue_cells_do_not(tmp_path):
     old["train"]["max_steps"], old["task"]["cpu_steps"], old["task"]["max_seq_length"] = 300, 300, 384
     _write(tmp_path / "old.json", base, old, "2026-01-02T00:00:00+00:00", 49.71)
     _write(tmp_path / "new.json", base, squad, "2026-01-01T00:00:00+00:00", 55.36)
-    runs = tables.load_runs(tmp_path)
+    runs = tables.runs_by_protocol(tables.read_records(tmp_path))
     assert runs[("minilm", "cpu")]["lora"]["squad_v2"][0]["best"]["main"] == 55.36
 
 
 def test_a_sensitivity_curve_takes_its_default_point_from_the_protocol_cell_of_its_own_task():
     import copy
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "scripts" / "make_figures.py")
-    figures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(figures)
     tables = _make_tables()
 
     def protocol_run(task, seed, score):
         return {"model": "minilm", "method": "triadapt_linear", "task": task, "seed": seed, "tag": "table1",
-                "config": tables.protocol_config("cpu", "minilm", "triadapt_linear", task, seed),
+                "metric": "pearson", "config": tables.protocol_config("cpu", "minilm", "triadapt_linear", task, seed),
                 "best": {"main": score}}
 
     default = protocol_run("stsb", 0, 0.65)
@@ -121,11 +117,26 @@ def test_a_sensitivity_curve_takes_its_default_point_from_the_protocol_cell_of_i
         config = copy.deepcopy(default["config"])
         config["task"]["warmup_steps"] = value
         records.append({**default, "tag": "fig3", "config": config, "best": {"main": score}})
-    points = figures.sensitivity_points(records, "fig3")
+    points = tables.sensitivity_points(records, "fig3")
     at_default = default["config"]["task"]["warmup_steps"]
-    assert at_default not in (200, 400)
+    assert at_default == 100
     assert {k: dict(v) for k, v in points.items()} == {  # seed 1 is not swept, nor is RTE
         ("minilm", "stsb", "triadapt_linear"): {200: [60.0], 400: [62.0], at_default: [65.0]}}
+    [(name, caption, table)] = tables.sensitivity_sections(records)
+    assert name == "fig3_minilm_stsb" and "stsb dev pearson" in caption and "seeds [0]" in caption
+    assert table == (["method", "100 (protocol)", "200", "400", "range"],
+                     [["triadapt_linear", "65.00", "60.00", "62.00", "5.00"]])
+
+
+def test_sensitivity_table_gives_each_value_its_mean_and_each_row_its_range():
+    """Hand values: IncreLoRA's means 80, 84, 81 -> range 4; seeds 83, 85 -> 84.00 ± 1.41; a value a method
+    lacks is "–" and leaves its range; one seed of two says (n=1)."""
+    curves = {"triadapt_linear": {100: [84.0], 200: [85.0, 86.0]},
+              "increlora": {100: [80.0], 200: [83.0, 85.0], 400: [81.0]}}
+    header, rows = _make_tables().sensitivity_table(curves, default=200)
+    assert header == ["method", "100", "200 (protocol)", "400", "range"]
+    assert rows == [["increlora", "80.00 (n=1)", "84.00 ± 1.41", "81.00 (n=1)", "4.00"],
+                    ["triadapt_linear", "84.00 (n=1)", "85.50 ± 0.71", "–", "1.50"]]
 
 
 def test_readme_include_blocks_are_filled_from_the_tables(tmp_path):
