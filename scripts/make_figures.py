@@ -85,7 +85,8 @@ def sensitivity(records: list[dict], out: Path) -> list[Path]:
     paths = []
     for tag in SWEEPS:
         points = sensitivity_points(records, tag)
-        metrics = {(r["model"], r["task"]): r["metric"] for r in records if r.get("tag") == tag}
+        swept = [r for r in records if r.get("tag") == tag]
+        metrics = {(r["model"], r["task"]): r["metric"] for r in swept}
         for model, task in sorted({(m, t) for m, t, _ in points}):
             fig, ax = plt.subplots(figsize=(5, 3.4))
             for (mod, tsk, method), by_value in sorted(points.items()):
@@ -97,7 +98,8 @@ def sensitivity(records: list[dict], out: Path) -> list[Path]:
                 ax.fill_between(xs, [min(by_value[x]) for x in xs], [max(by_value[x]) for x in xs], alpha=0.2)
             ax.set_xlabel(AXIS_LABELS[tag])
             ax.set_ylabel(f"{task} dev {metrics[(model, task)]} (%)")
-            ax.set_title(f"{tag}: {model}, {task}")
+            seeds = sorted({r["seed"] for r in swept if (r["model"], r["task"]) == (model, task)})
+            ax.set_title(f"Fig. {tag[-1]}: {task}, {model}, seeds {seeds}")
             ax.legend()
             paths.append(save(fig, out / f"{tag}_{model}_{task}.png"))
     return paths
