@@ -1,4 +1,5 @@
-"""Rebuild the paper's Tables I-IV from our run records, beside the paper's own numbers.
+"""Rebuild the paper's Tables I-IV from our run records, beside the paper's own numbers, and Figs. 3-5 as
+numbers (each swept value's score and each curve's range).
 
     python scripts/make_tables.py [--runs results/runs] [--paper results/paper_reported.json] [--out results/tables]
                                   [--readme README.md]
