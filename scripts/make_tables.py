@@ -47,7 +47,7 @@ MODEL_LABELS = {"minilm": "all-MiniLM-L6-v2 on CPU", "deberta_v3_base": "DeBERTa
 
 # Where and how a run was kept, not what it computed: left out when a record is matched to a protocol.
 BOOKKEEPING = {"tag", "resume", "skip_existing", "results_dir", "data", "device"}
-BOOKKEEPING_TRAIN = {"threads"}
+BOOKKEEPING_TRAIN = {"threads", "checkpoint_every"}
 # The experiment that defines a task's cpu-protocol cell, where it is not cpu_protocol itself.
 CPU_EXPERIMENT = {"squad_v2": "table4"}
 
