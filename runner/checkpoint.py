@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .records import run_identity
+
 LATEST = "latest"
 
 
@@ -34,8 +36,8 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def _differences(saved: dict, current: dict) -> list[str]:
-    a, b = _flat(saved), _flat(current)
-    return sorted(k for k in set(a) | set(b) if k != "resume" and a.get(k) != b.get(k))
+    a, b = _flat(run_identity(saved)), _flat(run_identity(current))
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def same_config(saved: dict, current: dict) -> bool:
@@ -43,7 +45,8 @@ def same_config(saved: dict, current: dict) -> bool:
 
 
 def check_same_config(saved: dict, current: dict) -> None:
-    """A run resumes only under the config it started with (``resume`` itself may differ)."""
+    """A run resumes only under the config it started with, but for what does not change what it computes
+    (``records.IGNORED_FOR_IDENTITY``: ``resume`` itself, the checkpoint cadence, where data and records live)."""
     differ = _differences(saved, current)
     if differ:
         a, b = _flat(saved), _flat(current)

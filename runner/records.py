@@ -106,9 +106,21 @@ def write_new_json(record: dict, directory: str | Path, stem: str) -> Path:
         os.unlink(tmp)
 
 
-# Where a run's inputs and outputs live and how it was launched, not what it computes: a run shared by two
-# experiments runs once, and a clone with its data or records elsewhere still skips the finished cells.
-IGNORED_FOR_IDENTITY = ("resume", "skip_existing", "tag", "data", "results_dir")
+# Where a run's inputs and outputs live, how it was launched and how often it checkpoints, not what it computes:
+# a run shared by two experiments runs once, a clone with its data or records elsewhere still skips the finished
+# cells, and an interrupted run resumes under another checkpoint cadence. "group.key" names a key inside a group.
+IGNORED_FOR_IDENTITY = ("resume", "skip_existing", "tag", "data", "results_dir", "train.checkpoint_every")
+
+
+def run_identity(config: dict) -> dict:
+    """The resolved config without the keys of ``IGNORED_FOR_IDENTITY``: two runs with equal identities compute
+    the same thing."""
+    identity = {k: v for k, v in config.items() if k not in IGNORED_FOR_IDENTITY}
+    for dotted in IGNORED_FOR_IDENTITY:
+        group, _, key = dotted.partition(".")
+        if key and isinstance(identity.get(group), dict):
+            identity[group] = {k: v for k, v in identity[group].items() if k != key}
+    return identity
 
 
 def record_stem(config) -> str:
@@ -118,9 +130,8 @@ def record_stem(config) -> str:
 
 def find_record(directory: str | Path, stem: str, config: dict) -> Path | None:
     """An existing record of the same run: same name stem and the same resolved config."""
-    wanted = {k: v for k, v in config.items() if k not in IGNORED_FOR_IDENTITY}
+    wanted = run_identity(config)
     for path in sorted(Path(directory).glob(f"{stem}*.json")):
-        saved = json.loads(path.read_text())["config"]
-        if {k: v for k, v in saved.items() if k not in IGNORED_FOR_IDENTITY} == wanted:
+        if run_identity(json.loads(path.read_text())["config"]) == wanted:
             return path
     return None

@@ -4,9 +4,9 @@
 
 Expands the experiment's grid (``hydra.sweeper.params`` of conf/experiment/<name>.yaml) and, for each
 cell, looks for the record the runner would skip on (same name, same resolved config but for the keys of
-``runner.records.IGNORED_FOR_IDENTITY``: tag, resume, skip_existing, data and results folders). Pass the
-overrides the sweep was launched with (e.g. ``train.threads=1``): they are part of each run's config. Exit
-status 1 while cells are missing, so scripts can wait on it.
+``runner.records.IGNORED_FOR_IDENTITY``: tag, resume, skip_existing, data and results folders, checkpoint
+cadence). Pass the overrides the sweep was launched with (e.g. ``train.threads=1``): they are part of each
+run's config. Exit status 1 while cells are missing, so scripts can wait on it.
 """
 
 from __future__ import annotations

@@ -196,6 +196,9 @@ def test_resume_refuses_another_config(tmp_path):
     with pytest.raises(checkpoint.ResumeError, match="train.lr: 0.001 -> 0.002"):
         checkpoint.check_same_config({"train": {"lr": 0.001}, "resume": False}, {"train": {"lr": 0.002}, "resume": True})
     checkpoint.check_same_config({"a": 1, "resume": False}, {"a": 1, "resume": True})
+    started = {"train": {"lr": 0.001, "checkpoint_every": None}, "data": {"dir": "a"}, "resume": False}
+    checkpoint.check_same_config(started, {"train": {"lr": 0.001, "checkpoint_every": 100}, "data": {"dir": "b"},
+                                           "resume": True})  # the cadence and the data's place compute nothing
 
 
 def test_resume_true_picks_the_interrupted_run_of_the_same_config(tmp_path):

@@ -121,6 +121,16 @@ def test_skip_existing_reuses_the_record_of_the_same_config(tmp_path, data_dir):
     assert p3 != p1 and other["steps"] == 3
 
 
+def test_a_record_is_found_under_another_checkpoint_cadence_but_not_another_lr(tmp_path):
+    config = {"seed": 0, "tag": "table4", "train": {"lr": 0.001, "checkpoint_every": 100}}
+    (tmp_path / "squad_v2--lora--seed0.json").write_text(json.dumps({"config": config}))
+    cadence = {**config, "tag": None, "train": {"lr": 0.001, "checkpoint_every": None}}
+    assert records.find_record(tmp_path, "squad_v2--lora--seed0", cadence) == tmp_path / "squad_v2--lora--seed0.json"
+    other_lr = {**config, "train": {"lr": 0.002, "checkpoint_every": 100}}
+    assert records.find_record(tmp_path, "squad_v2--lora--seed0", other_lr) is None
+    assert records.run_identity(cadence) == {"seed": 0, "train": {"lr": 0.001}}
+
+
 def test_mnli_evaluates_matched_and_mismatched(tmp_path):
     folder = tmp_path / "data" / "glue" / "MNLI"
     folder.mkdir(parents=True)
