@@ -84,18 +84,21 @@ def test_variants_of_a_cell_are_left_out(tmp_path):
 
 
 def test_squad_cells_follow_table4_and_glue_cells_do_not(tmp_path):
-    """SQuAD's cpu cell is +experiment=table4 (T = 1500, length 256): a run at the old 300 steps / 384 is
-    ad hoc, and table4's length never reaches a GLUE cell."""
+    """SQuAD's cpu cell is +experiment=table4 (T = 1500, length 128, stride 32): a run at the older 300 steps /
+    384 or at length 256 is ad hoc, and table4's length never reaches a GLUE cell."""
     import copy
 
     tables = _make_tables()
     squad = tables.protocol_config("cpu", "minilm", "lora", "squad_v2", 0)
-    assert (squad["train"]["max_steps"], squad["task"]["max_seq_length"]) == (1500, 256)
+    assert (squad["train"]["max_steps"], squad["task"]["max_seq_length"], squad["task"]["doc_stride"]) == (1500, 128, 32)
     assert tables.protocol_config("cpu", "minilm", "lora", "rte", 0)["task"]["max_seq_length"] == 320
     base = {"model": "minilm", "method": "lora", "task": "squad_v2", "seed": 0}
     old = copy.deepcopy(squad)
     old["train"]["max_steps"], old["task"]["cpu_steps"], old["task"]["max_seq_length"] = 300, 300, 384
     _write(tmp_path / "old.json", base, old, "2026-01-02T00:00:00+00:00", 49.71)
+    longer = copy.deepcopy(squad)
+    longer["task"]["max_seq_length"], longer["task"]["doc_stride"] = 256, 128
+    _write(tmp_path / "longer.json", base, longer, "2026-01-03T00:00:00+00:00", 51.57)
     _write(tmp_path / "new.json", base, squad, "2026-01-01T00:00:00+00:00", 55.36)
     runs = tables.runs_by_protocol(tables.read_records(tmp_path))
     assert runs[("minilm", "cpu")]["lora"]["squad_v2"][0]["best"]["main"] == 55.36
