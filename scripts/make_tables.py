@@ -22,10 +22,15 @@ import json
 import os
 import re
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from runner.records import run_identity  # noqa: E402
+
+CONF = ROOT / "conf"
 GLUE = ["mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb"]
 TABLE1 = ["full_ft", "bitfit", "hadapter", "padapter", "lora", "adalora", "increlora", "triadapt_fixed_k",
           "triadapt_linear", "triadapt_nonlinear", "tlora"]
@@ -45,16 +50,16 @@ MODEL_LABELS = {"minilm": "all-MiniLM-L6-v2 on CPU", "deberta_v3_base": "DeBERTa
                 "tiny_deberta": "tiny random DeBERTa (test model; numbers meaningless)"}
 
 
-# Where and how a run was kept, not what it computed: left out when a record is matched to a protocol.
-BOOKKEEPING = {"tag", "resume", "skip_existing", "results_dir", "data", "device"}
-BOOKKEEPING_TRAIN = {"threads", "checkpoint_every"}
 # The experiment that defines a task's cpu-protocol cell, where it is not cpu_protocol itself.
 CPU_EXPERIMENT = {"squad_v2": "table4"}
 
 
 def comparable(config: dict) -> dict:
-    kept = {k: v for k, v in config.items() if k not in BOOKKEEPING}
-    kept["train"] = {k: v for k, v in config["train"].items() if k not in BOOKKEEPING_TRAIN}
+    """What a record is matched to a protocol on: the run's identity (``runner.records.run_identity``) less the
+    hardware, the device and the thread count, which may move the last digits but not the protocol."""
+    kept = run_identity(config)
+    kept.pop("device", None)
+    kept["train"] = {k: v for k, v in kept["train"].items() if k != "threads"}
     return kept
 
 
@@ -317,10 +322,9 @@ def fill_includes(readme: Path) -> list[str]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    root = Path(__file__).resolve().parent.parent
-    parser.add_argument("--runs", type=Path, default=root / "results" / "runs")
-    parser.add_argument("--paper", type=Path, default=root / "results" / "paper_reported.json")
-    parser.add_argument("--out", type=Path, default=root / "results" / "tables")
+    parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs")
+    parser.add_argument("--paper", type=Path, default=ROOT / "results" / "paper_reported.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "tables")
     parser.add_argument("--readme", type=Path, help="fill this file's include blocks (see above) with the tables")
     args = parser.parse_args()
     written = build(args.runs, args.paper, args.out)
