@@ -26,6 +26,11 @@ class RunContext:
     target_modules: list[str]
 
 
+# Options beyond the paper (conf/method/ladder*.yaml, triadapt_linear_authors_code.yaml); absent from the paper's own
+# method configs, so that their resolved configs, and with them the records' identities, stay as they were.
+ABLATION_KEYS = ("parametrization", "scaling", "a_init", "middle_init")
+
+
 class TriAdaptMethod(Method):
     """TriAdaptLoRA (linear, nonlinear or fixed-k) behind the loop's hooks."""
 
@@ -38,7 +43,8 @@ class TriAdaptMethod(Method):
             delta_r=m.delta_r, alpha=m.alpha, dropout=m.dropout, mode=m.mode, fixed_k=m.fixed_k,
             t0=ctx.scale(m.t0), interval=ctx.scale(m.interval), normalization=m.normalization,
             orth_reg_weight=m.orth_reg_weight, orth_squared=m.orth_squared, rounding=m.rounding,
-            budget_exact=m.budget_exact, seed=ctx.seed, share_dropout_masks=m.get("share_dropout_masks", False))
+            budget_exact=m.budget_exact, seed=ctx.seed, share_dropout_masks=m.get("share_dropout_masks", False),
+            **{key: m[key] for key in ABLATION_KEYS if key in m})
         config.check_schedule()
         self.tri = TriAdaptModel(model, config)
         self.new_group_schedule = m.new_group_schedule

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .importance import NORMALIZATIONS
+from .layer import A_INITS
 from .schedule import MODES, ROUNDINGS, growth_steps
+
+
+PARAMETRIZATIONS = ("paper", "authors_code")
+SCALINGS = ("current_rank", "reference_rank")
+MIDDLE_INITS = ("gaussian", "identity")
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -43,6 +49,14 @@ class TriAdaptConfig:
     orth_squared: bool = False  # squared Frobenius norms as written in Eq. 10 (the codes use unsquared)
     rounding: str = "ceil"  # ceil as in the paper; floor as in the authors' code
     budget_exact: bool = True  # strict top-k, never beyond r_ref*M; False = authors' code (ties, overshoot)
+    # The paper's parametrisation (Sec. III.C, Eq. 5) or the first author's public code (DiverValue-Bench,
+    # peft/src/peft/tuners/triadaptlora.py): L and U start as identity matrices (D = 2I), new units' B columns
+    # start at zero, and the scale is a constant 2 (alpha and r unused). See PARAMETRIZATIONS.
+    parametrization: str = "paper"
+    # Ablations of ours (the ablation ladder from TriAdaptLoRA to LoRA), off by default, each one step toward LoRA:
+    scaling: str = "current_rank"  # current_rank: alpha/(r+eps) (Eq. 5) | reference_rank: alpha/r_ref at any rank
+    a_init: str = "gaussian"  # gaussian: N(0, init_std) | kaiming_uniform: as PEFT's LoRA initialises A
+    middle_init: str = "gaussian"  # gaussian: L, U ~ N(0, init_std) | identity: each unit's L, U diagonals 1/2, D = I
     seed: int = 0  # seeds the draw of new units: (seed, step, module) -> identical on every replica
     # Filled by growth and saved with the weights: full module name -> sizes of its rank blocks, in order
     # (the module's rank is their sum), so a reload rebuilds the exact parameter layout.
@@ -52,6 +66,13 @@ class TriAdaptConfig:
         _check_choice("mode", self.mode, MODES)
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
         _check_choice("rounding", self.rounding, ROUNDINGS)
+        _check_choice("parametrization", self.parametrization, PARAMETRIZATIONS)
+        _check_choice("scaling", self.scaling, SCALINGS)
+        _check_choice("a_init", self.a_init, A_INITS)
+        _check_choice("middle_init", self.middle_init, MIDDLE_INITS)
+        if self.parametrization == "authors_code" and (self.scaling, self.middle_init) != ("current_rank", "gaussian"):
+            raise ValueError(f"parametrization='authors_code' sets the scale and the middle factor itself; leave "
+                             f"scaling (got {self.scaling!r}) and middle_init (got {self.middle_init!r}) at their defaults")
         if self.r_init < 1:
             raise ValueError(f"r_init={self.r_init} must be >= 1")
         if self.r_ref < self.r_init:
@@ -78,6 +99,13 @@ class TriAdaptConfig:
                 f"no growth event fits: total_steps T={T}, t0={self.t0}, interval={self.interval}; "
                 f"the first event would be at step {first}, which needs T > {first}"
             )
+
+    def layer_options(self) -> dict:
+        """Keyword arguments of ``TriAdaptLinear`` that this parametrisation and these ablations imply."""
+        if self.parametrization == "authors_code":
+            return {"a_init": self.a_init, "middle_diagonal": 1.0, "new_b": "zeros", "fixed_scale": 2.0}
+        return {"a_init": self.a_init, "middle_diagonal": 0.5 if self.middle_init == "identity" else None,
+                "new_b": "gaussian", "fixed_scale": self.alpha / self.r_ref if self.scaling == "reference_rank" else None}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,10 +9,14 @@ matrix: r(n+d) + r(r+1).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 ADAPTER_PREFIX = "tri_"
+A_INITS = ("gaussian", "kaiming_uniform")
+NEW_B_INITS = ("gaussian", "zeros")
 
 
 def _packed_size(first_row: int, num_rows: int) -> int:
@@ -81,10 +85,22 @@ class TriAdaptLinear(nn.Module):
     """A frozen ``nn.Linear`` plus a growing triangular-split low-rank update."""
 
     def __init__(self, base: nn.Linear, blocks: int | list[int], alpha: float, dropout: float = 0.0,
-                 init_std: float = 0.02, eps: float = 1e-5, generator: torch.Generator | None = None):
+                 init_std: float = 0.02, eps: float = 1e-5, generator: torch.Generator | None = None,
+                 a_init: str = "gaussian", middle_diagonal: float | None = None, new_b: str = "gaussian",
+                 fixed_scale: float | None = None):
+        """``a_init``, ``middle_diagonal``, ``new_b`` and ``fixed_scale`` default to the paper (Sec. III.C, Eq. 5):
+        A, L, U and every new unit's B ~ N(0, init_std), scale alpha/(r+eps). The alternatives serve the ablation
+        ladder and the authors' code (``TriAdaptConfig.layer_options``): A as PEFT's LoRA draws it
+        (``kaiming_uniform``), L and U of each unit zero but their diagonal entry ``middle_diagonal``, new B
+        columns zero (``new_b="zeros"``), and a scale that ignores the rank (``fixed_scale``)."""
         super().__init__()
+        if a_init not in A_INITS:
+            raise ValueError(f"a_init={a_init!r} is not valid; choose one of: {', '.join(A_INITS)}")
+        if new_b not in NEW_B_INITS:
+            raise ValueError(f"new_b={new_b!r} is not valid; choose one of: {', '.join(NEW_B_INITS)}")
         self.base_layer = base
         self.alpha, self.eps, self.init_std = alpha, eps, init_std
+        self.a_init, self.middle_diagonal, self.new_b, self.fixed_scale = a_init, middle_diagonal, new_b, fixed_scale
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.tri_a = nn.ParameterList()
         self.tri_b = nn.ParameterList()
@@ -95,24 +111,35 @@ class TriAdaptLinear(nn.Module):
         blocks = [blocks] if isinstance(blocks, int) else list(blocks)
         self._add_units(blocks[0], generator, zero_b=True)  # B = 0: the update starts at zero
         for size in blocks[1:]:  # a reload rebuilds grown blocks; their values are then loaded
-            self._add_units(size, generator, zero_b=False)
+            self._add_units(size, generator, zero_b=self.new_b == "zeros")
 
     @property
     def scale(self) -> float:
-        return self.alpha / (self.rank + self.eps)
+        return self.alpha / (self.rank + self.eps) if self.fixed_scale is None else self.fixed_scale
 
     def _add_units(self, count: int, generator, zero_b: bool) -> list[nn.Parameter]:
         weight = self.base_layer.weight
         d, n = weight.shape
 
-        def gaussian(*shape):
-            t = torch.empty(*shape, dtype=torch.float32).normal_(0.0, self.init_std, generator=generator)
+        def parameter(t: torch.Tensor) -> nn.Parameter:
             return nn.Parameter(t.to(device=weight.device, dtype=weight.dtype))
 
+        def gaussian(*shape):
+            return parameter(torch.empty(*shape, dtype=torch.float32).normal_(0.0, self.init_std, generator=generator))
+
         packed = _packed_size(self.rank, count)
-        a = gaussian(count, n)
+        if self.a_init == "kaiming_uniform":  # PEFT LoRA: kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(n), 1/sqrt(n))
+            bound = 1.0 / math.sqrt(n)
+            a = parameter(torch.empty(count, n, dtype=torch.float32).uniform_(-bound, bound, generator=generator))
+        else:
+            a = gaussian(count, n)
         b = nn.Parameter(torch.zeros(d, count, device=weight.device, dtype=weight.dtype)) if zero_b else gaussian(d, count)
-        l, u = gaussian(packed), gaussian(packed)
+        if self.middle_diagonal is None:
+            l, u = gaussian(packed), gaussian(packed)
+        else:  # unit i's row of L (and column of U) holds i+1 entries, the diagonal last
+            diagonal = torch.zeros(packed, dtype=torch.float32)
+            diagonal[torch.arange(self.rank + 1, self.rank + count + 1).cumsum(0) - 1] = self.middle_diagonal
+            l, u = parameter(diagonal.clone()), parameter(diagonal)
         for container, p in ((self.tri_a, a), (self.tri_b, b), (self.tri_l, l), (self.tri_u, u)):
             container.append(p)
         self.rank += count
@@ -132,7 +159,7 @@ class TriAdaptLinear(nn.Module):
             raise RuntimeError("cannot grow a merged TriAdaptLinear; call unmerge() first")
         if count <= 0:
             raise ValueError(f"count={count} must be positive")
-        return self._add_units(count, generator, zero_b=False)
+        return self._add_units(count, generator, zero_b=self.new_b == "zeros")
 
     def block_sizes(self) -> list[int]:
         return [a.shape[0] for a in self.tri_a]

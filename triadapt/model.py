@@ -62,7 +62,7 @@ class TriAdaptModel(nn.Module):
         for index, (name, module) in enumerate(targets):
             blocks = config.growth_blocks.get(name, [config.r_init])
             layer = TriAdaptLinear(module, blocks, config.alpha, config.dropout, config.init_std, config.eps,
-                                   generator=unit_generator(config.seed, -1, index))
+                                   generator=unit_generator(config.seed, -1, index), **config.layer_options())
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
             self.layer_names.append(name)
