@@ -6,7 +6,9 @@
 - fig3/4/5_<model>_<task>.png: the dev score against the initial warm-up, the update interval and the
   reference rank, TriAdaptLoRA against IncreLoRA (mean and min-max band over seeds) (paper Figs. 3-5, on
   the task each sweep ran: the paper's RTE, or the CPU protocol's STS-B);
-- growth_timeline_<model>_<task>.png: total rank and k per growth event against steps, per mode.
+- growth_timeline_<model>_<task>.png: total rank and k per growth event against steps, per mode;
+- ladder_<model>.png: the ablation ladder (ours), score per rung from TriAdaptLoRA linear to LoRA, per task,
+  each seed a dot and the mean a line.
 Reads only JSON records (never a model).
 """
 
@@ -28,7 +30,8 @@ import seaborn as sns  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # One rule for which run fills a cell, shared with the tables.
-from make_tables import SWEEPS, protocol, read_records, sensitivity_points  # noqa: E402
+from make_tables import (LADDER, LADDER_TASKS, SWEEPS, protocol, read_records, runs_by_protocol, score,  # noqa: E402
+                         sensitivity_points)
 
 MATRICES = ["Wq", "Wk", "Wv", "Wa", "Wm", "Wo"]
 SUFFIXES = [("attention.output.dense", "Wa"), ("intermediate.dense", "Wm"), ("output.dense", "Wo"),
@@ -130,6 +133,30 @@ def growth_timeline(records: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+def ladder(records: list[dict], out: Path) -> list[Path]:
+    """Score per rung of the ablation ladder, one panel per task; CPU-protocol records only."""
+    paths = []
+    for (model, kind), by_method in sorted(runs_by_protocol(records).items()):
+        tasks = [t for t in LADDER_TASKS if any(by_method.get(m, {}).get(t) for m, _ in LADDER[1:-1])]
+        if kind != "cpu" or not tasks:
+            continue
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            means, metrics = [], set()
+            for index, (method, _) in enumerate(LADDER):
+                runs = by_method.get(method, {}).get(task, {}).values()
+                scores, metrics = [score(r) for r in runs], metrics | {r["metric"] for r in runs}
+                ax.scatter([index] * len(scores), scores, color="tab:blue", alpha=0.5, s=14)
+                means.append(np.mean(scores) if scores else np.nan)
+            ax.plot(range(len(LADDER)), means, color="tab:blue", marker="_", markersize=14)
+            ax.set_xticks(range(len(LADDER)), [m.replace("ladder", "").replace("_", " ", 1) for m, _ in LADDER],
+                          rotation=40, ha="right", fontsize=7)
+            ax.set(title=task, ylabel=f"dev {'/'.join(sorted(metrics))} (%)")
+        fig.suptitle(f"Ablation ladder (ours): TriAdaptLoRA linear (left) to LoRA (right), {model}, CPU protocol")
+        paths.append(save(fig, out / f"ladder_{model}.png"))
+    return paths
+
+
 def main():
     root = Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,7 +165,8 @@ def main():
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     records = read_records(args.runs)
-    for path in fig2(records, args.out) + sensitivity(records, args.out) + growth_timeline(records, args.out):
+    for path in fig2(records, args.out) + sensitivity(records, args.out) + growth_timeline(records, args.out) + \
+            ladder(records, args.out):
         print(path)
 
 

@@ -33,7 +33,7 @@ from runner.records import run_identity  # noqa: E402
 CONF = ROOT / "conf"
 GLUE = ["mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb"]
 TABLE1 = ["full_ft", "bitfit", "hadapter", "padapter", "lora", "adalora", "increlora", "triadapt_fixed_k",
-          "triadapt_linear", "triadapt_nonlinear", "tlora"]
+          "triadapt_linear", "triadapt_linear_authors_code", "triadapt_nonlinear", "tlora"]
 TABLE2 = ["triadapt_nonlinear", "triadapt_nonlinear_no_orth"]
 TABLE3 = ["triadapt_nonlinear", "triadapt_nonlinear_sqrt_r", "triadapt_nonlinear_no_norm"]
 TABLE4 = ["full_ft", "hadapter", "lora", "increlora", "triadapt_linear", "triadapt_nonlinear", "triadapt_fixed_k"]
@@ -43,7 +43,17 @@ CLAIMS = [("triadapt_linear", "increlora"), ("triadapt_nonlinear", "increlora"),
           ("triadapt_nonlinear", "adalora"), ("triadapt_linear", "lora"), ("triadapt_nonlinear", "lora"),
           ("triadapt_linear", "triadapt_nonlinear"), ("triadapt_linear", "triadapt_fixed_k"),
           ("triadapt_nonlinear", "triadapt_nonlinear_no_orth"), ("triadapt_nonlinear", "triadapt_nonlinear_sqrt_r"),
-          ("triadapt_nonlinear", "triadapt_nonlinear_no_norm")]
+          ("triadapt_nonlinear", "triadapt_nonlinear_no_norm"),
+          ("triadapt_linear_authors_code", "lora"), ("triadapt_linear_authors_code", "triadapt_linear")]
+# The ablation ladder (ours, conf/experiment/ablation_ladder.yaml): TriAdaptLoRA linear -> LoRA, one change a rung.
+LADDER = [("triadapt_linear", "TriAdaptLoRA linear (the paper's)"),
+          ("ladder1_fixed_scale", "scale alpha/r_ref instead of alpha/(r+eps)"),
+          ("ladder2_no_growth", "no growth: rank r_ref from step 0"),
+          ("ladder3_no_orth", "no orthogonal regulariser (Eq. 10)"),
+          ("ladder4_identity_middle", "middle factor L+U starts at I, not N(0, 0.02)"),
+          ("ladder5_lora_a_init", "A drawn as PEFT LoRA's (Kaiming-uniform)"),
+          ("lora", "LoRA (PEFT): no middle factor")]
+LADDER_TASKS = ["mrpc", "stsb", "cola"]
 # Figs. 3-5: the task setting each sensitivity sweep varies (conf/experiment/fig3.yaml ... fig5.yaml).
 SWEEPS = {"fig3": "warmup_steps", "fig4": "interval", "fig5": "r_ref"}
 MODEL_LABELS = {"minilm": "all-MiniLM-L6-v2 on CPU", "deberta_v3_base": "DeBERTaV3-base",
@@ -193,6 +203,32 @@ def verdict(diffs: list[float]) -> str:
     return f"inconclusive at {len(diffs)} seeds"
 
 
+def direction(diffs: list[float]) -> str:
+    """A rung against the one below it, by ``verdict``'s rule: "higher", "lower" or inconclusive."""
+    return {"holds": "higher", "does not hold": "lower"}.get(verdict(diffs), verdict(diffs))
+
+
+def ladder_table(by_method: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per rung: its score per task and the paired per-seed difference to the rung before it."""
+    tasks = [t for t in LADDER_TASKS if any(by_method.get(m, {}).get(t) for m, _ in LADDER[1:-1])]
+    seeds = max((len(by_method.get(m, {}).get(t, {})) for m, _ in LADDER for t in tasks), default=0)
+    header = ["rung", "method", "change from the rung above"]
+    for t in tasks:
+        header += [t, f"{t}: Δ to the rung above"]
+    rows = []
+    for index, (method, change) in enumerate(LADDER):
+        row = [str(index), method if index in (0, len(LADDER) - 1) else f"{method} (ours)", change]
+        for t in tasks:
+            runs = by_method.get(method, {}).get(t, {})
+            row.append(cell([score(r) for r in runs.values()], seeds))
+            below = by_method.get(LADDER[index - 1][0], {}).get(t, {}) if index else {}
+            paired = sorted(set(runs) & set(below))
+            diffs = [score(runs[s]) - score(below[s]) for s in paired]
+            row.append(f"{cell(diffs)}, {direction(diffs)}" if diffs else "–")
+        rows.append(row)
+    return header, rows
+
+
 def claims_table(by_method: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for ours, other in CLAIMS:
@@ -280,6 +316,10 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
                      (f"table3_{stem}", f"**Table III (F-norm normalisation).** {title}",
                       glue_table(TABLE3, by_method, paper3, len(seeds))),
                      (f"claims_{stem}", f"**Paired per-seed differences.** {title}", claims_table(by_method))]
+        if any(m in by_method for m, _ in LADDER[1:-1]):
+            sections.append((f"ladder_{stem}", f"**The ablation ladder (ours), TriAdaptLoRA linear to LoRA.** {title} "
+                             "Δ: the paired per-seed difference to the rung above, mean ± std, with the verdict rule of "
+                             "the claims table.", ladder_table(by_method)))
         squad = {m: by_method[m]["squad_v2"] for m in TABLE4 if by_method.get(m, {}).get("squad_v2")}
         if squad:
             sections.append((f"table4_{stem}", squad_caption(model, kind, squad), squad_table(squad, paper4)))
@@ -291,7 +331,7 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
         path.with_suffix(".tex").write_text(f"% {caption.replace('**', '')}\n" + latex(header, rows))
         written.append(path)
     for stale in out_dir.iterdir():  # a table no record supports any more (e.g. its protocol changed)
-        table = re.fullmatch(r"(table[1-4]|claims|fig[3-5])_.+\.(md|tex)", stale.name)
+        table = re.fullmatch(r"(table[1-4]|claims|ladder|fig[3-5])_.+\.(md|tex)", stale.name)
         if table and stale.with_suffix(".md") not in written:
             stale.unlink()
     return written

@@ -175,3 +175,20 @@ def test_ablation_claims_pair_the_full_method_with_each_variant_per_seed():
     assert [[cell.replace(" ", "") for cell in row] for row in rows] == [
         ["triadapt_nonlinear>triadapt_nonlinear_no_orth", "rte", "+2.00,+4.00", "3.00±1.41", "holds"],
         ["triadapt_nonlinear>triadapt_nonlinear_no_norm", "rte", "-1.00", "-1.00", "inconclusive(oneseed)"]]
+
+
+def test_ladder_rows_pair_each_rung_with_the_one_above():
+    """Rung 1 minus rung 0 on MRPC: +2, +3 -> 2.50 ± 0.71, "higher"; rung 2 has no run: "–"; LoRA minus rung 1
+    is not paired (the rung above LoRA, rung 5, has no run). Only tasks a ladder rung ran on are columns."""
+    tables = _make_tables()
+    run = lambda value: {"task": "mrpc", "best": {"main": value}}  # noqa: E731
+    by_method = {"triadapt_linear": {"mrpc": {0: run(0.75), 1: run(0.76)}},
+                 "ladder1_fixed_scale": {"mrpc": {0: run(0.77), 1: run(0.79)}},
+                 "lora": {"mrpc": {0: run(0.80), 1: run(0.78)}}, "adalora": {"cola": {0: run(0.1)}}}
+    header, rows = tables.ladder_table(by_method)
+    assert header == ["rung", "method", "change from the rung above", "mrpc", "mrpc: Δ to the rung above"]
+    assert [row[0:2] + row[3:] for row in rows[:3]] == [
+        ["0", "triadapt_linear", "75.50 ± 0.71", "–"],
+        ["1", "ladder1_fixed_scale (ours)", "78.00 ± 1.41", "2.50 ± 0.71, higher"],
+        ["2", "ladder2_no_growth (ours)", "–", "–"]]
+    assert rows[-1][1:2] + rows[-1][3:] == ["lora", "79.00 ± 1.41", "–"]
