@@ -1,27 +1,101 @@
-"""Entry point: python run.py method=<m> task=<t> model=<model> seed=<s>   (-m for sweeps)."""
+"""Entry point: python run.py method=<m> task=<t> model=<model> seed=<s>   (-m for sweeps).
 
+A user error (a bad setting, bad data, no Hub, a resume that does not fit) ends the run with one line on stderr and
+exit status 2. Settings are checked before torch is imported; a run that fails before it trained leaves no folder
+behind, and one that fails later keeps its folder and says where its log is.
+"""
+
+import logging
+import shutil
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from runner.checkpoint import ResumeError
-from runner.data import DataError
-from runner.models import HubUnavailableError
-from runner.train import run
+from runner.settings import ConfigError, check_choices, check_settings
+
+log = logging.getLogger("runner")
+GROUPS = ("method", "task", "model", "experiment")
+HYDRA_FILES = {".hydra", "run.log", "multirun.yaml"}  # what Hydra writes into a run folder before the run starts
+
+
+def remove_unstarted_run(output_dir: Path) -> bool:
+    """Remove a run folder that holds only Hydra's own files, and the parents that this leaves empty (up to the
+    working directory). True if it was removed."""
+    output_dir = Path(output_dir).resolve()
+    if not output_dir.is_dir() or any(p.name not in HYDRA_FILES for p in output_dir.iterdir()):
+        return False
+    shutil.rmtree(output_dir)
+    for parent in output_dir.parents:
+        if parent == Path.cwd().resolve() or any(parent.iterdir()):
+            break
+        parent.rmdir()
+    return True
+
+
+def command_line_choices(args: list[str]) -> list[tuple[str, str]]:
+    """(group, name) of every config-group choice on the command line, each value of a sweep included."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
+        return []
+    choices = []
+    for override in overrides:
+        group = override.key_or_group
+        if override.is_delete() or group not in GROUPS:
+            continue
+        values = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
+        choices += [(group, str(v)) for v in values]
+    return choices
+
+
+def summary(record: dict, path: Path) -> str:
+    """What a run ends on: its score against the majority class, its final ranks in one line, its record."""
+    best, last, floor = record["best"], record["last"], record["data"].get("majority_class")
+    lines = [f"{record['task']} dev {record['metric']}: best {best['main']:.4f} (step {best['step']}), "
+             f"last {last['main']:.4f}" + ("" if floor is None else f"; always the majority class: {floor:.4f}")]
+    state = record.get("method_state") or {}
+    if state.get("rank_pattern"):
+        ranks = " ".join(str(r) for r in state["rank_pattern"].values())
+        lines.append(f"final ranks (total {state['total_rank']} of {state['budget']}, in module order): {ranks}")
+    lines.append(f"record: {path}")
+    return "\n".join(lines)
+
+
+def fail(error: Exception, output_dir: Path) -> None:
+    where = "" if remove_unstarted_run(output_dir) else f" (log: {Path(output_dir) / 'run.log'})"
+    print(f"error: {error}{where}", file=sys.stderr)
+    sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        record, path = run(cfg, HydraConfig.get().runtime.output_dir)
-    except (HubUnavailableError, DataError, ResumeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(f"{record['metric']}: best {record['best']['main']:.4f}, last {record['last']['main']:.4f} -> {path}")
+        check_settings(OmegaConf.to_container(cfg, resolve=True))
+    except ConfigError as e:
+        fail(e, output_dir)
+    from runner.checkpoint import ResumeError  # torch and transformers: only once the settings are known to be good
+    from runner.data import DataError
+    from runner.models import HubUnavailableError
+    from runner.train import run
+
+    try:
+        record, path = run(cfg, output_dir)
+    except (ConfigError, HubUnavailableError, DataError, ResumeError) as e:
+        fail(e, output_dir)
+    log.info(summary(record, path))
     return record["best"]["main"]
 
 
 if __name__ == "__main__":
+    try:  # a misspelt method, task, model or experiment: one line, before Hydra makes any folder
+        check_choices(command_line_choices(sys.argv[1:]), Path(__file__).resolve().parent / "conf")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     main()

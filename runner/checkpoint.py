@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from .records import run_identity
 
 LATEST = "latest"
+TRAINED_WEIGHTS = "trainable.safetensors"
 
 
 class ResumeError(RuntimeError):
@@ -103,6 +104,15 @@ def save(run_dir: Path, step: int, model, optimizer, scheduler, method, meta: di
     for old in sorted(folder.glob("step-*"), key=lambda p: int(p.name[5:]))[:-keep]:
         shutil.rmtree(old)
     return final
+
+
+def keep_trained_weights_only(run_dir: Path, model) -> Path:
+    """A finished run's folder: its trained weights (every trainable tensor, adapters and head) in
+    ``trainable.safetensors``, and no checkpoint (a full checkpoint holds the frozen backbone and the optimizer)."""
+    path = Path(run_dir) / TRAINED_WEIGHTS
+    save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}, str(path))
+    shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
+    return path
 
 
 def load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

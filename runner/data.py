@@ -37,11 +37,13 @@ def read_glue_tsv(path: Path, task_cfg) -> Split:
     """One split of a GLUE task in the official layout, validated."""
     if not path.is_file():
         raise DataError(f"missing GLUE file {path} (task {task_cfg.name}); expected the official GLUE layout")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes)")
     header = None if task_cfg.columns is None else list(task_cfg.columns)
     try:
         frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False, dtype=str,
                             encoding="utf-8-sig", names=header, header=0 if header is None else None)
-    except pd.errors.ParserError as e:
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a well-formed tab-separated GLUE file ({e})") from None
     needed = [*task_cfg.text_columns, task_cfg.label_column]
     missing = [c for c in needed if c not in frame.columns]
@@ -50,6 +52,11 @@ def read_glue_tsv(path: Path, task_cfg) -> Split:
                         f"task {task_cfg.name} needs {needed} (is the delimiter a tab?)")
     if len(frame) == 0:
         raise DataError(f"{path}: the split is empty")
+    fields = frame[needed]
+    short = frame.index[(fields.isna() | fields.apply(lambda column: column.str.strip() == "")).any(axis=1)]
+    if len(short):  # fewer fields than the header (a file cut off mid-line) or an empty text or label
+        raise DataError(f"{path}: {len(short)} row(s) with a missing or empty field, the first at data row "
+                        f"{short[0] + 1} (a truncated file?)")
     raw_labels = frame[task_cfg.label_column].tolist()
     if task_cfg.labels is None:
         try:

@@ -109,7 +109,8 @@ def write_new_json(record: dict, directory: str | Path, stem: str) -> Path:
 # Where a run's inputs and outputs live, how it was launched and how often it checkpoints, not what it computes:
 # a run shared by two experiments runs once, a clone with its data or records elsewhere still skips the finished
 # cells, and an interrupted run resumes under another checkpoint cadence. "group.key" names a key inside a group.
-IGNORED_FOR_IDENTITY = ("resume", "skip_existing", "tag", "data", "results_dir", "train.checkpoint_every")
+IGNORED_FOR_IDENTITY = ("resume", "skip_existing", "tag", "data", "results_dir", "train.checkpoint_every",
+                        "train.keep_checkpoints")
 
 
 def run_identity(config: dict) -> dict:

@@ -114,7 +114,7 @@ def read_squad_json(path: Path) -> list[dict]:
                                      "answer_starts": [a["answer_start"] for a in answers]})
     except FileNotFoundError:
         raise DataError(f"missing SQuAD file {path}") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise DataError(f"{path} is not an official SQuAD 2.0 JSON file (data -> paragraphs -> qas with "
                         f"id, question, answers[text, answer_start]): {type(e).__name__}: {e}") from None
     if not examples:

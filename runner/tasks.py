@@ -34,6 +34,9 @@ class GlueTask:
                                                tokenizer, eval_batch_size) for name in task_cfg.eval_files}
         self.eval_sizes = {name: len(loader.dataset) for name, loader in self.eval_loaders.items()}
         self.protocol = {}
+        headline = splits[next(iter(task_cfg.eval_files))].labels
+        self.majority_baseline = None if self.num_labels == 1 else glue_metrics(
+            task_cfg.name, [max(set(headline), key=headline.count)] * len(headline), headline)[task_cfg.metric]
 
     @torch.no_grad()
     def evaluate(self, model, replicas: Replicas = Replicas()) -> dict[str, dict[str, float]]:
@@ -57,6 +60,7 @@ class SquadTask:
 
     head = "question_answering"
     num_labels = 2
+    majority_baseline = None  # its floor is the protocol's all_empty_baseline
 
     def __init__(self, task_cfg, data_dir, tokenizer, eval_batch_size: int):
         self.cfg = task_cfg

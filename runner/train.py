@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import logging
 import math
 import os
 import time
@@ -16,17 +17,20 @@ import torch
 import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import set_seed
 
 from . import checkpoint, records
 from .data import train_loader
 from .distributed import init_from_environment
 from .methods import RunContext, build_method
+from .settings import ConfigError, check_settings
 from .models import count_trainable, load_model, load_tokenizer, set_trainable
 from .optim import add_param_group, build_optimizer
 from .tasks import build_task, to_device
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("runner")
 
 
 def batches_forever(dataset, tokenizer, batch_size: int, seed: int, group_by_length: bool, skip: int = 0):
@@ -46,9 +50,9 @@ def find_resumable(output_dir: Path, search_siblings: bool, config: dict) -> Pat
     """The unfinished run folder to continue: this one if it holds a checkpoint, else (``resume=true``)
     the newest sibling whose checkpoint was made with this very config, i.e. the same command's earlier,
     interrupted run."""
+    if (output_dir / FINISHED).is_file():
+        raise checkpoint.ResumeError(f"{output_dir} holds a finished run: {(output_dir / FINISHED).read_text()}")
     if checkpoint.latest_checkpoint(output_dir):
-        if (output_dir / FINISHED).is_file():
-            raise checkpoint.ResumeError(f"{output_dir} holds a finished run: {(output_dir / FINISHED).read_text()}")
         return output_dir
     if not search_siblings:
         return None
@@ -71,30 +75,30 @@ def _log_rows_before(path: Path, step: int) -> list[list[str]]:
         return [header] + [row for row in list(csv.reader(f))[1:] if int(row[0]) < step]
 
 
-def check_train_settings(train_cfg) -> None:
-    """Refuse out-of-range training settings before anything is loaded or written."""
-    positive = {"lr": train_cfg.lr, "batch_size": train_cfg.batch_size, "grad_accum": train_cfg.grad_accum}
-    for name, value in positive.items():
-        if value is None or value <= 0:
-            raise ValueError(f"train.{name}={value} must be > 0")
-    for name in ("max_steps", "eval_every", "checkpoint_every"):
-        value = train_cfg[name]
-        if value is not None and value <= 0:
-            raise ValueError(f"train.{name}={value} must be a positive number of optimizer steps (or null)")
-    if train_cfg.weight_decay < 0:
-        raise ValueError(f"train.weight_decay={train_cfg.weight_decay} must be >= 0")
+def losses_around(log_path: Path, steps: list[int], window: int = 5) -> list[dict]:
+    """Mean training loss over the ``window`` steps up to each growth event (its own step included: that loss came
+    before the growth) and over the ``window`` steps after it: what an event does to training (issue 25)."""
+    with log_path.open(newline="") as f:
+        loss = {int(row["step"]): float(row["loss"]) for row in csv.DictReader(f)}
+
+    def mean(span) -> float | None:
+        values = [loss[t] for t in span if t in loss]
+        return sum(values) / len(values) if values else None
+
+    return [{"step": s, "loss_before": mean(range(s - window + 1, s + 1)), "loss_after": mean(range(s + 1, s + window + 1))}
+            for s in steps]
 
 
 def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     started, git = time.time(), records.git_state(PROJECT_ROOT)  # the code that runs, read before it runs
     replicas = init_from_environment()  # torchrun / accelerate launch: one process per replica
     task, train_cfg = cfg.task, cfg.train
-    check_train_settings(train_cfg)
+    check_settings(OmegaConf.to_container(cfg, resolve=True))
     record_dir, stem = Path(cfg.results_dir) / cfg.model.name, records.record_stem(cfg)
     if cfg.skip_existing:
         done = records.find_record(record_dir, stem, OmegaConf.to_container(cfg, resolve=True))
         if done is not None:
-            print(f"skipped: {done} holds this run already")
+            log.info(f"skipped: {done} holds this run already")
             return json.loads(done.read_text()), done
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
@@ -122,7 +126,10 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     # 3. Model and method. Every method but full fine-tuning also trains the classifier and pooler.
     device = replicas.device(cfg.device)
     model = load_model(cfg.model, data.head, data.num_labels, task.cls_dropout, cfg.seed).to(device)
-    method = build_method(cfg.method, model, RunContext(total_steps, scale, cfg.seed, list(cfg.model.target_modules)))
+    try:  # a method's settings that need T (its schedule) or name a choice of its own are checked here
+        method = build_method(cfg.method, model, RunContext(total_steps, scale, cfg.seed, list(cfg.model.target_modules)))
+    except ValueError as e:
+        raise ConfigError(f"method {cfg.method.name}: {e}") from None
     method.replica_mean = replicas.mean
     set_trainable(method.model, list(cfg.model.head_modules))
     trainable_at_start = count_trainable(method.model)
@@ -160,63 +167,66 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     #    -> optimizer.step -> after_optimizer_step (AdaLoRA) -> scheduler.step -> zero_grad
     #    Each replica trains on its slice of the global batch (runner/distributed.py).
     log_file = (output_dir / "log.csv").open("w", newline="") if replicas.is_main else open(os.devnull, "w")
-    log = csv.writer(log_file)
-    log.writerows(log_rows)
+    step_log = csv.writer(log_file)
+    step_log.writerows(log_rows)
     forward_model = replicas.wrap(method.model)
     batches = batches_forever(train_set, tokenizer, train_cfg.batch_size, cfg.seed, train_cfg.group_by_length,
                               skip=start_step * train_cfg.grad_accum)
     evaluations = meta["evaluations"]
-    last_main = evaluations[-1]["main"] if evaluations else float("nan")
     checkpoint_every = train_cfg.checkpoint_every or eval_every
     method.model.train()
     progress = tqdm(range(start_step, total_steps), desc=f"{cfg.method.name}/{task.name}", mininterval=2.0,
                     initial=start_step, total=total_steps, disable=not replicas.is_main)
-    for step in progress:
-        losses = torch.zeros(2, dtype=torch.float64)  # task loss, regularizer: this step's means
-        for micro in range(train_cfg.grad_accum):
-            batch, weight = replicas.shard(next(batches))
-            with replicas.no_sync(forward_model, last_micro_batch=micro == train_cfg.grad_accum - 1):
-                loss = forward_model(**to_device(batch, device)).loss
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}; "
-                                             f"the last good checkpoint is kept under {output_dir / 'checkpoints'}")
-                reg = method.regularizer()
-                total = loss * weight if reg is None else loss * weight + reg
-                (total / train_cfg.grad_accum).backward()
-            losses += torch.tensor([loss.item() * weight, 0.0 if reg is None else reg.item()],
-                                   dtype=torch.float64) / train_cfg.grad_accum
-        loss_sum, reg_sum = replicas.mean(losses).tolist()
-        trainable = [p for g in optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, train_cfg.max_grad_norm).item()
-        new_params = method.before_optimizer_step(step)
-        if new_params:
-            add_param_group(optimizer, scheduler, new_params, step, train_cfg.weight_decay, warmup, total_steps,
-                            method.new_group_schedule)
-            meta["growth_steps"].append(step)
-            if replicas.distributed:  # same units everywhere, proven before DDP's rebuild could mask a difference
-                meta["replica_checks"].append(replicas.check_identical(method.model, step, method.summary()))
-                forward_model = replicas.wrap(method.model)
-        optimizer.step()
-        method.after_optimizer_step(step)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        log.writerow([step, f"{loss_sum:.6f}", f"{reg_sum:.6f}", f"{lr:.6g}", f"{grad_norm:.4f}"])
+    with logging_redirect_tqdm():  # log lines (evaluations, growth) print above the progress bar, and go to run.log
+        for step in progress:
+            losses = torch.zeros(2, dtype=torch.float64)  # task loss, regularizer: this step's means
+            for micro in range(train_cfg.grad_accum):
+                batch, weight = replicas.shard(next(batches))
+                with replicas.no_sync(forward_model, last_micro_batch=micro == train_cfg.grad_accum - 1):
+                    loss = forward_model(**to_device(batch, device)).loss
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}; "
+                                                 f"the last good checkpoint is kept under {output_dir / 'checkpoints'}")
+                    reg = method.regularizer()
+                    total = loss * weight if reg is None else loss * weight + reg
+                    (total / train_cfg.grad_accum).backward()
+                losses += torch.tensor([loss.item() * weight, 0.0 if reg is None else reg.item()],
+                                       dtype=torch.float64) / train_cfg.grad_accum
+            loss_sum, reg_sum = replicas.mean(losses).tolist()
+            trainable = [p for g in optimizer.param_groups for p in g["params"]]
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, train_cfg.max_grad_norm).item()
+            new_params = method.before_optimizer_step(step)
+            if new_params:
+                add_param_group(optimizer, scheduler, new_params, step, train_cfg.weight_decay, warmup, total_steps,
+                                method.new_group_schedule)
+                meta["growth_steps"].append(step)
+                log.info(f"step {step}: growth, {sum(p.numel() for p in new_params)} new trainable parameters")
+                if replicas.distributed:  # same units everywhere, proven before DDP's rebuild could mask a difference
+                    meta["replica_checks"].append(replicas.check_identical(method.model, step, method.summary()))
+                    forward_model = replicas.wrap(method.model)
+            optimizer.step()
+            method.after_optimizer_step(step)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step_log.writerow([step, f"{loss_sum:.6f}", f"{reg_sum:.6f}", f"{lr:.6g}", f"{grad_norm:.4f}"])
 
-        done = step + 1
-        if done % eval_every == 0 or done == total_steps:
-            if replicas.distributed:  # also catches AdaLoRA's masking, which creates no parameters
-                meta["replica_checks"].append(replicas.check_identical(method.model, done, method.summary()))
-            method.model.eval()
-            metrics = data.evaluate(method.model, replicas)
-            method.model.train()
-            last_main = metrics[next(iter(metrics))][task.metric]
-            evaluations.append({"step": done, "epoch": done / steps_per_epoch, "metrics": metrics, "main": last_main})
-        if replicas.is_main and (done % checkpoint_every == 0 or done == total_steps):
-            log_file.flush()
-            checkpoint.save(output_dir, done, method.model, optimizer, scheduler, method,
-                            {**meta, "wall_time_s": meta["wall_time_s"] + time.time() - started})
-        progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", dev=f"{last_main:.4f}")
+            done = step + 1
+            if done % eval_every == 0 or done == total_steps:
+                if replicas.distributed:  # also catches AdaLoRA's masking, which creates no parameters
+                    meta["replica_checks"].append(replicas.check_identical(method.model, done, method.summary()))
+                method.model.eval()
+                metrics = data.evaluate(method.model, replicas)
+                method.model.train()
+                last_main = metrics[next(iter(metrics))][task.metric]
+                evaluations.append({"step": done, "epoch": done / steps_per_epoch, "metrics": metrics, "main": last_main})
+                log.info(f"step {done}/{total_steps}: dev {task.metric} {last_main:.4f}")
+            if replicas.is_main and (done % checkpoint_every == 0 or done == total_steps):
+                log_file.flush()
+                checkpoint.save(output_dir, done, method.model, optimizer, scheduler, method,
+                                {**meta, "wall_time_s": meta["wall_time_s"] + time.time() - started})
+            dev = {"dev": f"{evaluations[-1]['main']:.4f}"} if evaluations else {}  # none before the first evaluation
+            progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", **dev)
     log_file.close()
 
     # 6. The record: everything needed to know how this number was made.
@@ -235,7 +245,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         "tag": cfg.tag,
         "method": cfg.method.name, "task": task.name, "model": cfg.model.name,
         "data": {"source": data.source, "train_features": len(train_set), "eval_examples": data.eval_sizes,
-                 "protocol": data.protocol},
+                 "protocol": data.protocol, "majority_class": data.majority_baseline},
         "steps": total_steps,
         "schedule": {"paper_steps": paper_steps, "steps_per_epoch": steps_per_epoch, "scale": factor,
                      "warmup_steps": warmup, "eval_every": eval_every},
@@ -246,6 +256,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         "evaluations": evaluations,
         "best": best, "last": evaluations[-1],
         "method_state": method.summary(),
+        "growth_losses": losses_around(output_dir / "log.csv", meta["growth_steps"]) if replicas.is_main else [],
         "output_dir": str(output_dir),
         "distributed": {"world_size": replicas.world_size, "backend": dist.get_backend(),
                         "replica_checks": meta["replica_checks"]} if replicas.distributed else None,
@@ -254,4 +265,6 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     if replicas.is_main:
         path = records.write_record(record, record_dir, stem)
         (output_dir / FINISHED).write_text(str(path))
+        if not train_cfg.keep_checkpoints:
+            checkpoint.keep_trained_weights_only(output_dir, method.model)
     return record, Path(replicas.broadcast_object(str(path)))
