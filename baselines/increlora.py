@@ -29,6 +29,7 @@ from torch import nn
 from runner.method import Method
 from triadapt.importance import top_k
 from triadapt.model import matches_target, orthogonality_terms, unit_generator
+from triadapt.perturbation import relative_change
 
 RESERVE_E = 1e-5
 
@@ -94,6 +95,12 @@ class IncreLoRALinear(nn.Module):
 
     def factor_b(self) -> torch.Tensor:
         return torch.cat(list(self.inc_b), dim=1)
+
+    def update_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, diag(E) * alpha/(ranknum+eps), A), detached copies, reserve units included as in delta_weight."""
+        with torch.no_grad():
+            scale = self.alpha / (self.ranknum + self.eps)
+            return self.factor_b().clone(), torch.diag(torch.cat(list(self.inc_e))) * scale, self.factor_a().clone()
 
     def delta_weight(self) -> torch.Tensor:
         e = torch.cat(list(self.inc_e))
@@ -191,10 +198,13 @@ class IncreLoRA(Method):
         else:
             chosen = top_k(scores, min(s["top_h"], self.remaining), ties_at_threshold=True)
         before, grown = self.remaining, {self.layer_names[i]: s["incre_rank_num"] for i in chosen}
+        factors_before = {i: self.layers[i].update_factors() for i in chosen}
         new = self._apply_growth(step, grown)
         self.growth_history.append({"step": step, "k": len(chosen), "budget_before": before,
                                     "budget_after": self.remaining, "grown": grown,
-                                    "scores": dict(zip(self.layer_names, scores))})
+                                    "scores": dict(zip(self.layer_names, scores)),
+                                    "delta_w_change": {self.layer_names[i]: relative_change(f, self.layers[i].update_factors())
+                                                       for i, f in factors_before.items()}})
         return new
 
     def _apply_growth(self, step: int, grown: dict[str, int]) -> list[nn.Parameter]:

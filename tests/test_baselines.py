@@ -189,3 +189,21 @@ def test_increlora_factorised_forward_equals_materialised():
     torch.testing.assert_close(factorised, tracked, atol=1e-6, rtol=1e-5)
     factorised.sum().backward()
     assert layer.delta_grad is None  # the factorised path records no gradient of dW
+
+
+def test_increlora_growth_records_each_matrix_change_as_the_dense_update_gives_it(tiny_model, tiny_batch):
+    method = IncreLoRA(tiny_model, TINY_TARGETS, 100, 1, 8, 4, 5, 2, 2, 16, 0.0, 0.85, 0.85, 0.1)
+    optimizer = torch.optim.AdamW([p for p in method.model.parameters() if p.requires_grad], lr=1e-2)
+    for step in range(5):
+        (method.model(**tiny_batch).loss + method.regularizer()).backward()
+        dense = {n: layer.delta_weight().detach().double() for n, layer in zip(method.layer_names, method.layers)}
+        if method.before_optimizer_step(step):
+            break
+        optimizer.step(); optimizer.zero_grad()
+    changes = method.growth_history[-1]["delta_w_change"]
+    assert set(changes) == set(method.growth_history[-1]["grown"])
+    for name, layer in zip(method.layer_names, method.layers):
+        if name in changes:
+            after = layer.delta_weight().detach().double()
+            assert changes[name] == pytest.approx(((after - dense[name]).norm() / dense[name].norm()).item(), rel=1e-4)
+            assert changes[name] == pytest.approx(4 / 5, abs=0.05)  # ranknum 1 -> 5: the rescale keeps 1/5

@@ -32,6 +32,21 @@ def test_rerun_matches_and_a_changed_record_is_reported(tmp_path, data_dir):
     assert len(list((tmp_path / "again" / "runs").rglob("*.json"))) == 1  # the re-run went to --keep only
     assert len(list((tmp_path / "results").rglob("*.json"))) == 1
 
+    event = record["method_state"]["growth_history"][0]
+    name = next(iter(event["scores"]))
+    event["scores"][name] += 2e-7  # float noise in a score: reported as a drift, not a difference
+    drifted = tmp_path / "drifted.json"
+    drifted.write_text(json.dumps(record))
+    again = reproduce(drifted)
+    assert again.returncode == 0 and "update changes equal up to 2.0e-07" in again.stdout, again.stdout
+
+    for old_event in record["method_state"]["growth_history"]:  # a record made before the update changes were measured
+        del old_event["delta_w_change"]
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps(record))
+    again = reproduce(older)
+    assert again.returncode == 0 and "update changes equal up to 2.0e-07" in again.stdout, again.stdout
+
     record["evaluations"][0]["main"] += 1e-9
     changed = tmp_path / "changed.json"
     changed.write_text(json.dumps(record))

@@ -92,6 +92,21 @@ def test_triadapt_grows_to_the_budget_on_deberta_names(tmp_path, data_dir, metho
     gained = sum(entries(n, r) - entries(n, 1) for n, r in pattern.items())
     counts = record["trainable_parameters"]
     assert counts["at_end"] - counts["at_start"] == gained
+    # What each event did: every grown matrix's relative change of dW, and the loss around the event
+    first = state["growth_history"][0]
+    assert set(first["delta_w_change"]) == set(first["grown"]) and all(c > 0 for c in first["delta_w_change"].values())
+    assert [e["step"] for e in record["growth_losses"]] == [e["step"] for e in state["growth_history"]]
+    assert all(e["loss_before"] > 0 for e in record["growth_losses"])
+
+
+def test_losses_around_growth_by_hand(tmp_path):
+    from runner.train import losses_around
+
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss,regularizer,lr,grad_norm\n" + "".join(f"{t},{t + 1},0,0,0\n" for t in range(10)))
+    # loss = step + 1: up to step 4 (steps 3, 4) -> 4.5; after (5, 6) -> 6.5; after step 9 nothing is logged
+    assert losses_around(log, [4, 9], window=2) == [{"step": 4, "loss_before": 4.5, "loss_after": 6.5},
+                                                   {"step": 9, "loss_before": 9.5, "loss_after": None}]
 
 
 def test_write_record_is_atomic_and_refuses_incomplete(tmp_path):

@@ -182,3 +182,59 @@ def test_shared_dropout_masks_only_across_matrices_reading_one_input(tiny_model,
     assert len(masks) == (len(inputs) if share else len(calls))
     tri(**tiny_batch)  # the next forward draws new masks
     assert not torch.equal(calls[16][1], calls[0][1])
+
+
+def test_growth_records_each_matrix_change_as_the_dense_update_gives_it(tiny_model):
+    """delta_w_change against ||dW_after - dW_before|| / ||dW_before|| from the d x n matrices themselves."""
+    tri = make(tiny_model)
+    with torch.no_grad():  # a trained-looking adapter: B no longer tiny
+        for n, p in tri.named_parameters():
+            if ".tri_" in n:
+                p.add_(0.3 * torch.randn_like(p))
+    dense_before = {n: tri.model.get_submodule(n).delta_weight().detach().double() for n in tri.layer_names}
+    tri.grow(4)
+    event = tri.growth_history[-1]
+    assert set(event["delta_w_change"]) == set(event["grown"])
+    for name, change in event["delta_w_change"].items():
+        after = tri.model.get_submodule(name).delta_weight().detach().double()
+        expected = ((after - dense_before[name]).norm() / dense_before[name].norm()).item()
+        assert change == pytest.approx(expected, rel=1e-4)
+        # rank 1 -> 3: the learned update is rescaled by 1/3, so it loses about 2/3 of its norm, plus the new units
+        assert change == pytest.approx(2 / 3, abs=0.2)
+
+
+def test_relative_change_by_hand():
+    from triadapt.perturbation import frobenius_norm, relative_change
+
+    b, m, a = torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0]]), torch.tensor([[1.0, 0.0, 2.0]])
+    assert frobenius_norm(b, m, a) == pytest.approx(3 * 5 ** 0.5 * 5 ** 0.5)  # |b| |a| |m| = sqrt5 * sqrt5 * 3
+    halved = (b, m / 2, a)  # the rescale alone: half the update is gone
+    assert relative_change((b, m, a), halved) == pytest.approx(0.5)
+    grown = (torch.cat([b, torch.zeros(2, 1)], 1), torch.block_diag(m, torch.ones(1, 1)), torch.cat([a, a]))
+    assert relative_change((b, m, a), grown) == 0.0  # a new unit with B = 0 changes nothing
+    assert relative_change((b, 0 * m, a), grown) is None
+
+
+def test_reload_continues_growth_from_the_last_events_snapshot(tiny_model, tmp_path):
+    """from_pretrained restores the importance baseline (Eq. 11's previous norms), not the random initial one."""
+    from runner.models import load_model
+    from tests.conftest import compose_config
+
+    tri = make(tiny_model)
+    with torch.no_grad():
+        for n, p in tri.named_parameters():
+            if ".tri_l" in n or ".tri_u" in n:
+                p.add_(torch.randn_like(p))
+    tri.grow(4)
+    with torch.no_grad():  # training after the event moves every D
+        for n, p in tri.named_parameters():
+            if ".tri_l" in n:
+                p.mul_(1.5)
+    tri.save_pretrained(tmp_path)
+    fresh = load_model(compose_config("model=tiny_deberta").model, "classification", 2, cls_dropout=0.0, seed=0)
+    loaded = TriAdaptModel.from_pretrained(fresh, tmp_path)
+    assert loaded.previous_norms == pytest.approx(tri.previous_norms, rel=1e-12)
+    assert loaded.growth_history == tri.growth_history
+    tri.grow(6), loaded.grow(6)
+    assert loaded.growth_history[-1]["grown"] == tri.growth_history[-1]["grown"]
+    assert loaded.growth_history[-1]["scores"] == pytest.approx(tri.growth_history[-1]["scores"])

@@ -185,6 +185,11 @@ class TriAdaptLinear(nn.Module):
     def factor_b(self) -> torch.Tensor:
         return torch.cat(list(self.tri_b), dim=1) if len(self.tri_b) > 1 else self.tri_b[0]
 
+    def update_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, alpha/(r+eps) * D, A), detached copies: the update's factors (Eq. 5) at this moment."""
+        with torch.no_grad():
+            return self.factor_b().clone(), self.scale * self.transform(), self.factor_a().clone()
+
     def delta_weight(self) -> torch.Tensor:
         """The d x n update alpha/(r+eps) * B D A; used for merging only, never in training."""
         return self.scale * (self.factor_b() @ self.transform() @ self.factor_a())

@@ -12,11 +12,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import importance, schedule
+from .perturbation import relative_change
 from .config import TriAdaptConfig
 from .layer import SharedInputDropout, TriAdaptLinear
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+GROWTH_STATE_NAME = "growth_state.json"  # Eq. 11's snapshot of the last event and the growth history
 
 
 def matches_target(name: str, targets: list[str]) -> bool:
@@ -126,10 +128,14 @@ class TriAdaptModel(nn.Module):
             if count <= 0:
                 break
             grown[self.layer_names[index]] = count
+        factors_before = {name: self.model.get_submodule(name).update_factors() for name in grown}
         new_params = self._apply_growth(step, grown)
         self.growth_history.append({
             "step": step, "k": k, "budget_before": before, "budget_after": self.remaining,
             "grown": grown, "scores": dict(zip(self.layer_names, scores)),
+            # ||dW_after - dW_before||_F / ||dW_before||_F of each grown matrix: what the event did to it (issue 25)
+            "delta_w_change": {name: relative_change(factors, self.model.get_submodule(name).update_factors())
+                               for name, factors in factors_before.items()},
         })
         return new_params
 
@@ -163,17 +169,21 @@ class TriAdaptModel(nn.Module):
         return {n: p.detach().contiguous() for n, p in self.model.named_parameters() if p.requires_grad}
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write adapter_config.json (with rank_pattern) and adapter_model.safetensors, atomically."""
+        """Write adapter_config.json (with rank_pattern), adapter_model.safetensors and growth_state.json (the
+        importance snapshot of the last event, so growth can continue after a reload), each atomically."""
         if any(layer.merged for layer in self.layers()):
             raise RuntimeError("unmerge() before saving: a merged adapter would be saved twice")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.growth_blocks = self.growth_blocks()
-        tmp_weights, tmp_config = directory / (WEIGHTS_NAME + ".tmp"), directory / (CONFIG_NAME + ".tmp")
-        save_file(self.trainable_state_dict(), str(tmp_weights))
-        tmp_config.write_text(json.dumps(self.config.to_dict(), indent=2))
-        os.replace(tmp_weights, directory / WEIGHTS_NAME)
-        os.replace(tmp_config, directory / CONFIG_NAME)
+        growth_state = {"previous_norms": dict(zip(self.layer_names, self.previous_norms)),
+                        "growth_history": self.growth_history}
+        tmp = {name: directory / (name + ".tmp") for name in (WEIGHTS_NAME, CONFIG_NAME, GROWTH_STATE_NAME)}
+        save_file(self.trainable_state_dict(), str(tmp[WEIGHTS_NAME]))
+        tmp[CONFIG_NAME].write_text(json.dumps(self.config.to_dict(), indent=2))
+        tmp[GROWTH_STATE_NAME].write_text(json.dumps(growth_state))
+        for name, path in tmp.items():
+            os.replace(path, directory / name)
 
     @classmethod
     def from_pretrained(cls, model: nn.Module, directory: str | os.PathLike) -> "TriAdaptModel":
@@ -183,6 +193,13 @@ class TriAdaptModel(nn.Module):
         wrapped = cls(model, config)
         state = load_file(str(directory / WEIGHTS_NAME))
         wrapped.load_trainable(state)
+        growth_state = directory / GROWTH_STATE_NAME
+        if growth_state.is_file():  # the next event's Eq. 11 compares against the last event's snapshot
+            saved = json.loads(growth_state.read_text())
+            wrapped.previous_norms = [saved["previous_norms"][name] for name in wrapped.layer_names]
+            wrapped.growth_history = saved["growth_history"]
+        else:  # saved without it: the loaded weights' own norms, never the random initial ones
+            wrapped.previous_norms = wrapped._normalized_norms()
         return wrapped
 
     def load_trainable(self, state: dict[str, torch.Tensor]) -> None:
