@@ -54,6 +54,9 @@ def rank_grid(rank_pattern: dict[str, int]) -> np.ndarray:
     return np.array([[positions.get((layer, m), 0) for m in MATRICES] for layer in range(layers)])
 
 
+WRITE = True  # False (--list): name the figures the records give, without drawing them
+
+
 def save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -70,6 +73,9 @@ def fig2(records: list[dict], out: Path) -> list[Path]:
             chosen[(r["model"], r["task"])][r["method"]] = r["method_state"]["rank_pattern"]
     paths = []
     for (model, task), patterns in sorted(chosen.items()):
+        if not WRITE:
+            paths.append(out / f"fig2_ranks_{model}_{task}.png")
+            continue
         methods = [m for m in FIG2_METHODS if m in patterns]
         grids = {m: rank_grid(patterns[m]) for m in methods}
         top = max(int(g.max()) for g in grids.values())  # one colour scale for every panel, so they compare
@@ -91,6 +97,9 @@ def sensitivity(records: list[dict], out: Path) -> list[Path]:
         swept = [r for r in records if r.get("tag") == tag]
         metrics = {(r["model"], r["task"]): r["metric"] for r in swept}
         for model, task in sorted({(m, t) for m, t, _ in points}):
+            if not WRITE:
+                paths.append(out / f"{tag}_{model}_{task}.png")
+                continue
             fig, ax = plt.subplots(figsize=(5, 3.4))
             for (mod, tsk, method), by_value in sorted(points.items()):
                 if (mod, tsk) != (model, task):
@@ -117,6 +126,9 @@ def growth_timeline(records: list[dict], out: Path) -> list[Path]:
             runs[(r["model"], r["task"])][r["method"]] = (r, history)
     paths = []
     for (model, task), by_method in sorted(runs.items()):
+        if not WRITE:
+            paths.append(out / f"growth_timeline_{model}_{task}.png")
+            continue
         fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
         for method, (record, history) in sorted(by_method.items()):
             state = record["method_state"]
@@ -140,6 +152,9 @@ def ladder(records: list[dict], out: Path) -> list[Path]:
         tasks = [t for t in LADDER_TASKS if any(by_method.get(m, {}).get(t) for m, _ in LADDER[1:-1])]
         if kind != "cpu" or not tasks:
             continue
+        if not WRITE:
+            paths.append(out / f"ladder_{model}.png")
+            continue
         fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             means, metrics = [], set()
@@ -149,8 +164,9 @@ def ladder(records: list[dict], out: Path) -> list[Path]:
                 ax.scatter([index] * len(scores), scores, color="tab:blue", alpha=0.5, s=14)
                 means.append(np.mean(scores) if scores else np.nan)
             ax.plot(range(len(LADDER)), means, color="tab:blue", marker="_", markersize=14)
-            ax.set_xticks(range(len(LADDER)), [m.replace("ladder", "").replace("_", " ", 1) for m, _ in LADDER],
-                          rotation=40, ha="right", fontsize=7)
+            labels = ["0 TriAdaptLoRA"] + [m.split("_", 1)[1] for m, _ in LADDER[1:-1]] + ["LoRA"]
+            ax.set_xticks(range(len(LADDER)), [f"{i} {label}" if 0 < i < len(LADDER) - 1 else label
+                                               for i, label in enumerate(labels)], rotation=40, ha="right", fontsize=7)
             ax.set(title=task, ylabel=f"dev {'/'.join(sorted(metrics))} (%)")
         fig.suptitle(f"Ablation ladder (ours): TriAdaptLoRA linear (left) to LoRA (right), {model}, CPU protocol")
         paths.append(save(fig, out / f"ladder_{model}.png"))
@@ -162,8 +178,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=root / "results" / "runs")
     parser.add_argument("--out", type=Path, default=root / "figures")
+    parser.add_argument("--list", action="store_true", help="only print the figures' paths (nothing is written)")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    global WRITE
+    WRITE = not args.list
+    if WRITE:
+        args.out.mkdir(parents=True, exist_ok=True)
     records = read_records(args.runs)
     for path in fig2(records, args.out) + sensitivity(records, args.out) + growth_timeline(records, args.out) + \
             ladder(records, args.out):

@@ -2,10 +2,11 @@
 numbers (each swept value's score and each curve's range).
 
     python scripts/make_tables.py [--runs results/runs] [--paper results/paper_reported.json] [--out results/tables]
-                                  [--readme README.md]
+                                  [--readme [FILE ...]]
 
-With --readme, every block of the README between ``<!-- include results/tables/<name>.md -->`` and
-``<!-- end include -->`` is replaced by that freshly written table, so the README shows the records' numbers.
+With --readme, every block between ``<!-- include <path of a table> -->`` and ``<!-- end include -->`` of README.md
+and docs/*.md (or of the files named) is replaced by that freshly written table (the path is relative to the file
+holding the block), so the documents show the records' numbers.
 
 Reads only JSON records (never a model) and conf/ (to know each protocol's settings). A record counts for
 a table when its config is the one a protocol gives its cell: ``cpu`` (conf/experiment/cpu_protocol.yaml;
@@ -209,7 +210,8 @@ def direction(diffs: list[float]) -> str:
 
 
 def ladder_table(by_method: dict) -> tuple[list[str], list[list[str]]]:
-    """One row per rung: its score per task and the paired per-seed difference to the rung before it."""
+    """One row per rung: its score per task and the paired per-seed difference to the rung above it (while a rung
+    has no run yet, to the nearest rung above that has, named in the cell)."""
     tasks = [t for t in LADDER_TASKS if any(by_method.get(m, {}).get(t) for m, _ in LADDER[1:-1])]
     seeds = max((len(by_method.get(m, {}).get(t, {})) for m, _ in LADDER for t in tasks), default=0)
     header = ["rung", "method", "change from the rung above"]
@@ -221,12 +223,34 @@ def ladder_table(by_method: dict) -> tuple[list[str], list[list[str]]]:
         for t in tasks:
             runs = by_method.get(method, {}).get(t, {})
             row.append(cell([score(r) for r in runs.values()], seeds))
-            below = by_method.get(LADDER[index - 1][0], {}).get(t, {}) if index else {}
+            above = next((i for i in range(index - 1, -1, -1) if by_method.get(LADDER[i][0], {}).get(t)), None)
+            below = by_method[LADDER[above][0]][t] if above is not None else {}
             paired = sorted(set(runs) & set(below))
             diffs = [score(runs[s]) - score(below[s]) for s in paired]
-            row.append(f"{cell(diffs)}, {direction(diffs)}" if diffs else "–")
+            against = "" if above == index - 1 else f" (to rung {above})"
+            row.append(f"{cell(diffs)}{against}, {direction(diffs)}" if diffs else "–")
         rows.append(row)
     return header, rows
+
+
+HEADLINE = ("triadapt_linear", ["lora", "adalora", "increlora"])
+
+
+def headline_table(by_method: dict) -> tuple[list[str], list[list[str]]]:
+    """The README's answer: TriAdaptLoRA linear's score per task, and its paired per-seed difference to each
+    baseline with the verdict."""
+    ours, others = HEADLINE
+    tasks = [t for t in GLUE if by_method.get(ours, {}).get(t)]
+    rows = [[f"{ours} (score)", *[cell([score(r) for r in by_method[ours][t].values()]) for t in tasks]]]
+    for other in others:
+        row = [f"{ours} − {other}"]
+        for t in tasks:
+            a, b = by_method[ours][t], by_method.get(other, {}).get(t, {})
+            diffs = [score(a[s]) - score(b[s]) for s in sorted(set(a) & set(b))]
+            said = verdict(diffs).replace("does not hold", "behind").replace("holds", "ahead")
+            row.append((f"{cell(diffs)}, {said}" if "(" in said else f"{cell(diffs)} ({said})") if diffs else "–")
+        rows.append(row)
+    return ["", *tasks], rows
 
 
 def claims_table(by_method: dict) -> tuple[list[str], list[list[str]]]:
@@ -316,10 +340,17 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
                      (f"table3_{stem}", f"**Table III (F-norm normalisation).** {title}",
                       glue_table(TABLE3, by_method, paper3, len(seeds))),
                      (f"claims_{stem}", f"**Paired per-seed differences.** {title}", claims_table(by_method))]
+        if by_method.get(HEADLINE[0]):
+            sections.append((f"headline_{stem}", f"**TriAdaptLoRA linear against the three baselines the paper says it "
+                             f"beats.** {MODEL_LABELS.get(model, model)}, {kind} protocol, GLUE dev, best dev score per "
+                             f"run (%), seeds {seeds}. Below the scores: our minus theirs, paired per seed, mean ± std; "
+                             f"\"ahead\"/\"behind\" when every seed agrees and the mean is more than one std from 0.",
+                             headline_table(by_method)))
         if any(m in by_method for m, _ in LADDER[1:-1]):
-            sections.append((f"ladder_{stem}", f"**The ablation ladder (ours), TriAdaptLoRA linear to LoRA.** {title} "
-                             "Δ: the paired per-seed difference to the rung above, mean ± std, with the verdict rule of "
-                             "the claims table.", ladder_table(by_method)))
+            sections.append((f"ladder_{stem}", f"**The ablation ladder (ours), TriAdaptLoRA linear to LoRA.** "
+                             f"{MODEL_LABELS.get(model, model)}, {kind} protocol, GLUE dev, best dev score per run (%), "
+                             f"mean ± std over seeds. Δ: the paired per-seed difference to the rung above, mean ± std, "
+                             f"\"higher\"/\"lower\" by the verdict rule of the claims table.", ladder_table(by_method)))
         squad = {m: by_method[m]["squad_v2"] for m in TABLE4 if by_method.get(m, {}).get("squad_v2")}
         if squad:
             sections.append((f"table4_{stem}", squad_caption(model, kind, squad), squad_table(squad, paper4)))
@@ -331,7 +362,7 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
         path.with_suffix(".tex").write_text(f"% {caption.replace('**', '')}\n" + latex(header, rows))
         written.append(path)
     for stale in out_dir.iterdir():  # a table no record supports any more (e.g. its protocol changed)
-        table = re.fullmatch(r"(table[1-4]|claims|ladder|fig[3-5])_.+\.(md|tex)", stale.name)
+        table = re.fullmatch(r"(table[1-4]|claims|headline|ladder|fig[3-5])_.+\.(md|tex)", stale.name)
         if table and stale.with_suffix(".md") not in written:
             stale.unlink()
     return written
@@ -365,14 +396,19 @@ def main():
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs")
     parser.add_argument("--paper", type=Path, default=ROOT / "results" / "paper_reported.json")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "tables")
-    parser.add_argument("--readme", type=Path, help="fill this file's include blocks (see above) with the tables")
+    parser.add_argument("--readme", type=Path, nargs="*",
+                        help="fill these files' include blocks (see above) with the tables; no file named: README.md "
+                             "and every docs/*.md that has include blocks")
     args = parser.parse_args()
     written = build(args.runs, args.paper, args.out)
     for path in written:
         print(path)
-    if args.readme:
-        for path in fill_includes(args.readme):
-            print(f"{args.readme} <- {path}")
+    if args.readme is not None:
+        documents = args.readme or [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+        for document in documents:
+            if INCLUDE.search(document.read_text()):
+                for path in fill_includes(document):
+                    print(f"{document} <- {path}")
     if not written:
         print(f"no record under {args.runs} follows a protocol (its config equal to +experiment=cpu_protocol's, "
               f"or to the paper's settings); run a sweep first, e.g. python run.py -m +experiment=table1")

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from hydra.errors import MissingConfigException
 
 from tests.conftest import ROOT, compose_config
@@ -56,12 +57,26 @@ def test_unknown_choice_lists_the_valid_ones(group):
     assert all(name in message for name in valid)
 
 
-EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml") if p.stem != "cpu_protocol")
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")
+                     if p.stem not in ("cpu_protocol", "first_run"))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_on_the_cpu_protocol(experiment):
     cfg = compose_config(f"+experiment={experiment}")
     assert cfg.model.name == "minilm" and cfg.skip_existing and cfg.train.group_by_length
-    assert cfg.train.max_steps == cfg.task.cpu_steps
+    if experiment == "schedule_length":  # the paper's T, records kept apart from the protocol's
+        assert cfg.train.max_steps is None and cfg.results_dir == "results/runs/schedule_length"
+        experiment_file = OmegaConf.load(ROOT / "conf" / "experiment" / "schedule_length.yaml")
+        subdir = OmegaConf.to_container(experiment_file)["hydra"]["sweep"]["subdir"]
+        assert "seed" in subdir and "job" not in subdir  # one fixed folder per cell: a relaunch resumes it
+    else:
+        assert cfg.train.max_steps == cfg.task.cpu_steps and cfg.results_dir == "results/runs"
     assert {"table1", "table2", "table3", "table4", "fig2", "fig3", "fig4", "fig5"} <= set(EXPERIMENTS)
+
+
+def test_first_run_is_offline_short_and_kept_apart_from_the_protocol_records():
+    cfg = compose_config("+experiment=first_run")
+    assert (cfg.model.name, cfg.task.name, cfg.method.name) == ("minilm", "sst2", "triadapt_linear")
+    assert cfg.train.max_steps == 200 and cfg.train.lr == cfg.task.cpu_lr
+    assert cfg.results_dir == "outputs/records" and not cfg.skip_existing

@@ -18,7 +18,7 @@ def test_tables_match_the_golden_files(tmp_path):
     (tmp_path / "notes.txt").write_text("not a table\n")
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tables.py"), "--runs", str(FIXTURES / "records"),
                     "--out", str(tmp_path)], check=True, capture_output=True)
-    expected = ["claims_minilm_cpu.md", "table1_minilm_cpu.md", "table4_minilm_cpu.md"]
+    expected = ["claims_minilm_cpu.md", "headline_minilm_cpu.md", "table1_minilm_cpu.md", "table4_minilm_cpu.md"]
     for name in expected:
         assert (tmp_path / name).read_text() == (FIXTURES / "expected" / name).read_text()
     assert sorted(p.name for p in tmp_path.glob("*.md")) == expected
@@ -178,8 +178,8 @@ def test_ablation_claims_pair_the_full_method_with_each_variant_per_seed():
 
 
 def test_ladder_rows_pair_each_rung_with_the_one_above():
-    """Rung 1 minus rung 0 on MRPC: +2, +3 -> 2.50 ± 0.71, "higher"; rung 2 has no run: "–"; LoRA minus rung 1
-    is not paired (the rung above LoRA, rung 5, has no run). Only tasks a ladder rung ran on are columns."""
+    """Rung 1 minus rung 0 on MRPC: +2, +3 -> 2.50 ± 0.71, "higher"; rung 2 has no run: "–"; LoRA (rung 6) is
+    paired with rung 1, the nearest rung above with runs: +3, -1 -> inconclusive. Only tasks a rung ran on count."""
     tables = _make_tables()
     run = lambda value: {"task": "mrpc", "best": {"main": value}}  # noqa: E731
     by_method = {"triadapt_linear": {"mrpc": {0: run(0.75), 1: run(0.76)}},
@@ -191,4 +191,4 @@ def test_ladder_rows_pair_each_rung_with_the_one_above():
         ["0", "triadapt_linear", "75.50 ± 0.71", "–"],
         ["1", "ladder1_fixed_scale (ours)", "78.00 ± 1.41", "2.50 ± 0.71, higher"],
         ["2", "ladder2_no_growth (ours)", "–", "–"]]
-    assert rows[-1][1:2] + rows[-1][3:] == ["lora", "79.00 ± 1.41", "–"]
+    assert rows[-1][1:2] + rows[-1][3:] == ["lora", "79.00 ± 1.41", "1.00 ± 2.83 (to rung 1), inconclusive at 2 seeds"]
