@@ -1,1 +1,1 @@
-"""The paper's baselines, each a ``runner.method.Method`` the shared loop drives through its hooks."""
+"""The paper's baselines, each a ``baselines.method.Method`` the shared loop drives through its hooks."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from peft import AdaLoraConfig, get_peft_model
 
-from runner.method import Method
+from .method import Method
 
 
 class AdaLoRA(Method):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from runner.method import Method
+from .method import Method
 from triadapt.model import matches_target
 
 PLACEMENTS = {"houlsby": ("attention.output.dense", "output.dense"), "pfeiffer": ("output.dense",)}

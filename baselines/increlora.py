@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from runner.method import Method
+from .method import Method
 from triadapt.importance import top_k
 from triadapt.model import matches_target, orthogonality_terms, unit_generator
 from triadapt.perturbation import relative_change

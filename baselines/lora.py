@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from peft import LoraConfig, get_peft_model
 
-from runner.method import Method
+from .method import Method
 
 
 class LoRA(Method):

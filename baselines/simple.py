@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.method import Method
+from .method import Method
 
 
 class FullFineTuning(Method):

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from runner.method import Method
+from .method import Method
 from triadapt.model import matches_target, unit_generator
 
 

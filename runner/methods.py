@@ -13,7 +13,7 @@ from baselines.simple import BitFit, FullFineTuning
 from baselines.tlora import TLoRA
 from triadapt import TriAdaptConfig, TriAdaptModel
 
-from .method import Method
+from baselines.method import Method
 
 
 @dataclass

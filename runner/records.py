@@ -111,15 +111,19 @@ def write_new_json(record: dict, directory: str | Path, stem: str) -> Path:
 # cells, and an interrupted run resumes under another checkpoint cadence. "group.key" names a key inside a group.
 IGNORED_FOR_IDENTITY = ("resume", "skip_existing", "tag", "data", "results_dir", "train.checkpoint_every",
                         "train.keep_checkpoints")
+# Settings added after records were made: at this value they compute what the records computed without them, so
+# a record that lacks the key and a config that holds this value are the same run.
+ADDED_WITH_DEFAULT = {"train.precision": "fp32"}
 
 
 def run_identity(config: dict) -> dict:
     """The resolved config without the keys of ``IGNORED_FOR_IDENTITY``: two runs with equal identities compute
     the same thing."""
     identity = {k: v for k, v in config.items() if k not in IGNORED_FOR_IDENTITY}
-    for dotted in IGNORED_FOR_IDENTITY:
+    dropped = [(dotted, None) for dotted in IGNORED_FOR_IDENTITY] + list(ADDED_WITH_DEFAULT.items())
+    for dotted, default in dropped:
         group, _, key = dotted.partition(".")
-        if key and isinstance(identity.get(group), dict):
+        if key and isinstance(identity.get(group), dict) and (default is None or identity[group].get(key) == default):
             identity[group] = {k: v for k, v in identity[group].items() if k != key}
     return identity
 

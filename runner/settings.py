@@ -49,6 +49,12 @@ def number(low: float, high: float | None = None, low_open: bool = False, high_o
     return check, allowed + (", or null" if optional else "")
 
 
+def choice(*values) -> tuple[Callable, str]:
+    return (lambda v: v in values), "one of " + ", ".join(map(str, values))
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
 # Settings outside a method or task, by their dotted key.
 RUN_RULES = {
     "seed": integer(0, 2**32 - 1),
@@ -64,6 +70,7 @@ RUN_RULES = {
     "train.eval_batch_size": integer(1),
     "train.checkpoint_every": integer(1, optional=True),
     "train.threads": integer(1, 1024, optional=True),
+    "train.precision": choice(*PRECISIONS),
 }
 # A method's or task's numeric settings, by key, wherever that method or task has them.
 METHOD_RULES = {

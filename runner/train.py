@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import json
 import logging
@@ -139,7 +140,8 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     #    Replicas share rank 0's folder; only rank 0 writes to it.
     output_dir = Path(replicas.broadcast_object(str(output_dir)))
     meta = {"command": records.command_line(), "config": OmegaConf.to_container(cfg, resolve=True),
-            "evaluations": [], "growth_steps": [], "wall_time_s": 0.0, "resumed_at": [], "replica_checks": []}
+            "evaluations": [], "growth_steps": [], "wall_time_s": 0.0, "resumed_at": [], "replica_checks": [],
+            "grad_scaler": {}}
     start_step = 0
     resume_dir = find_resumable(output_dir, cfg.resume, meta["config"])
     if cfg.resume and resume_dir is None:
@@ -162,7 +164,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         output_dir.mkdir(parents=True, exist_ok=True)
     log_rows = _log_rows_before(output_dir / "log.csv", start_step)
 
-    # 5. The loop. Hook order per optimizer step (see runner/method.py):
+    # 5. The loop. Hook order per optimizer step (see baselines/method.py):
     #    regularizer -> backward (DDP averages gradients) -> clip -> before_optimizer_step (growth)
     #    -> optimizer.step -> after_optimizer_step (AdaLoRA) -> scheduler.step -> zero_grad
     #    Each replica trains on its slice of the global batch (runner/distributed.py).
@@ -174,6 +176,16 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
                               skip=start_step * train_cfg.grad_accum)
     evaluations = meta["evaluations"]
     checkpoint_every = train_cfg.checkpoint_every or eval_every
+    # Precision: autocast of forward, loss and evaluation; fp16 scales the loss (a gradient scaler) so that small
+    # gradients survive; TF32 matmuls on GPUs in the reduced-precision modes. fp32 leaves everything as it was.
+    low_precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train_cfg.precision)
+    autocast = functools.partial(torch.autocast, device_type=device.type, dtype=low_precision or torch.float32,
+                                 enabled=low_precision is not None)
+    scaler = torch.amp.GradScaler(device.type, enabled=train_cfg.precision == "fp16")
+    if meta["grad_scaler"]:
+        scaler.load_state_dict(meta["grad_scaler"])
+    if device.type == "cuda" and low_precision is not None:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     method.model.train()
     progress = tqdm(range(start_step, total_steps), desc=f"{cfg.method.name}/{task.name}", mininterval=2.0,
                     initial=start_step, total=total_steps, disable=not replicas.is_main)
@@ -183,17 +195,19 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
             for micro in range(train_cfg.grad_accum):
                 batch, weight = replicas.shard(next(batches))
                 with replicas.no_sync(forward_model, last_micro_batch=micro == train_cfg.grad_accum - 1):
-                    loss = forward_model(**to_device(batch, device)).loss
+                    with autocast():
+                        loss = forward_model(**to_device(batch, device)).loss
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}; "
                                                  f"the last good checkpoint is kept under {output_dir / 'checkpoints'}")
-                    reg = method.regularizer()
+                    reg = method.regularizer()  # in float32, outside autocast
                     total = loss * weight if reg is None else loss * weight + reg
-                    (total / train_cfg.grad_accum).backward()
+                    scaler.scale(total / train_cfg.grad_accum).backward()
                 losses += torch.tensor([loss.item() * weight, 0.0 if reg is None else reg.item()],
                                        dtype=torch.float64) / train_cfg.grad_accum
             loss_sum, reg_sum = replicas.mean(losses).tolist()
             trainable = [p for g in optimizer.param_groups for p in g["params"]]
+            scaler.unscale_(optimizer)  # fp16: true gradients before clipping and growth
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, train_cfg.max_grad_norm).item()
             new_params = method.before_optimizer_step(step)
             if new_params:
@@ -204,7 +218,8 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
                 if replicas.distributed:  # same units everywhere, proven before DDP's rebuild could mask a difference
                     meta["replica_checks"].append(replicas.check_identical(method.model, step, method.summary()))
                     forward_model = replicas.wrap(method.model)
-            optimizer.step()
+            scaler.step(optimizer)  # optimizer.step(), skipped by fp16's scaler on an overflow
+            scaler.update()
             method.after_optimizer_step(step)
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
@@ -216,7 +231,8 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
                 if replicas.distributed:  # also catches AdaLoRA's masking, which creates no parameters
                     meta["replica_checks"].append(replicas.check_identical(method.model, done, method.summary()))
                 method.model.eval()
-                metrics = data.evaluate(method.model, replicas)
+                with autocast():
+                    metrics = data.evaluate(method.model, replicas)
                 method.model.train()
                 last_main = metrics[next(iter(metrics))][task.metric]
                 evaluations.append({"step": done, "epoch": done / steps_per_epoch, "metrics": metrics, "main": last_main})
@@ -224,7 +240,8 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
             if replicas.is_main and (done % checkpoint_every == 0 or done == total_steps):
                 log_file.flush()
                 checkpoint.save(output_dir, done, method.model, optimizer, scheduler, method,
-                                {**meta, "wall_time_s": meta["wall_time_s"] + time.time() - started})
+                                {**meta, "wall_time_s": meta["wall_time_s"] + time.time() - started,
+                                 "grad_scaler": scaler.state_dict()})
             dev = {"dev": f"{evaluations[-1]['main']:.4f}"} if evaluations else {}  # none before the first evaluation
             progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", **dev)
     log_file.close()

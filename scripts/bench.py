@@ -25,17 +25,16 @@ from pathlib import Path
 import torch
 import transformers
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from baselines.adalora import AdaLoRA
+from baselines.increlora import IncreLoRA
+from baselines.lora import LoRA
+from baselines.method import Method
+from runner import records
+from runner.models import minilm_path
+from runner.optim import add_param_group, build_optimizer
+from triadapt import TriAdaptConfig, TriAdaptModel
 
-from baselines.adalora import AdaLoRA  # noqa: E402
-from baselines.increlora import IncreLoRA  # noqa: E402
-from baselines.lora import LoRA  # noqa: E402
-from runner import records  # noqa: E402
-from runner.method import Method  # noqa: E402
-from runner.models import minilm_path  # noqa: E402
-from runner.optim import add_param_group, build_optimizer  # noqa: E402
-from triadapt import TriAdaptConfig, TriAdaptModel  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TARGETS = {"bert": ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
                     "intermediate.dense", "output.dense"],

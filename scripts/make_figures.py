@@ -19,8 +19,6 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-import sys
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -28,8 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-# One rule for which run fills a cell, shared with the tables.
+# One rule for which run fills a cell, shared with the tables (a sibling script: on the path when run).
 from make_tables import (LADDER, LADDER_TASKS, SWEEPS, protocol, read_records, runs_by_protocol, score,  # noqa: E402
                          sensitivity_points)
 

@@ -23,13 +23,12 @@ import json
 import os
 import re
 import statistics
-import sys
 from collections import defaultdict
 from pathlib import Path
 
+from runner.records import run_identity
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from runner.records import run_identity  # noqa: E402
 
 CONF = ROOT / "conf"
 GLUE = ["mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb"]

@@ -20,9 +20,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the sweep
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from runner.records import find_record, record_stem
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from runner.records import find_record, record_stem  # noqa: E402
 
 
 def grid(experiment: str, extra: list[str]) -> list[list[str]]:

@@ -5,10 +5,10 @@ record commit that forgets `make_tables.py --readme` or `make_figures.py` must f
 compared as a set of file names (PNG bytes vary with library versions); tables as text.
 """
 
-import importlib
 import re
-import sys
 
+import make_figures
+import make_tables
 import pytest
 
 from tests.conftest import ROOT
@@ -19,12 +19,8 @@ REGENERATE = "run `python scripts/make_tables.py --readme && python scripts/make
 
 @pytest.fixture(scope="module")
 def scripts():
-    """make_tables and make_figures as one pair, so the figures reuse the tables' cached protocol configs."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        yield importlib.import_module("make_tables"), importlib.import_module("make_figures")
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    """make_tables and make_figures (scripts/ is on pytest's path): the figures reuse the tables' cached configs."""
+    return make_tables, make_figures
 
 
 def test_committed_tables_equal_a_fresh_build(scripts, tmp_path):

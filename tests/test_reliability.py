@@ -17,7 +17,7 @@ import runner.train
 from runner import checkpoint
 from runner.data import DataError
 from runner.settings import ConfigError
-from runner.method import Method
+from baselines.method import Method
 from tests.conftest import ROOT, compose_config
 
 RUN_ARGS = ["task=rte", "model=tiny_deberta", "train.max_steps=30", "train.batch_size=16", "task.max_seq_length=64",
@@ -26,17 +26,18 @@ RUN_ARGS = ["task=rte", "model=tiny_deberta", "train.max_steps=30", "train.batch
 TIME_FIELDS = {"wall_time_s", "finished_at", "command", "resumed_at", "output_dir"}
 
 
-def launch(method, run_dir, results, data_dir):
-    args = [sys.executable, "run.py", f"method={method}", *RUN_ARGS, f"results_dir={results}",
+def launch(method, run_dir, results, data_dir, extra=()):
+    args = [sys.executable, "run.py", f"method={method}", *RUN_ARGS, *extra, f"results_dir={results}",
             f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "TRIADAPT_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("method", ["triadapt_linear", "increlora", "adalora"])
-def test_sigkill_between_checkpoints_then_resume_gives_the_same_record(method, tmp_path, data_dir):
-    straight_run = launch(method, tmp_path / "uninterrupted", tmp_path / "results-straight", data_dir)  # to compare
-    killed = launch(method, tmp_path / "killed", tmp_path / "results", data_dir)
+@pytest.mark.parametrize("method, extra", [("triadapt_linear", []), ("increlora", []), ("adalora", []),
+                                           ("triadapt_linear", ["train.precision=bf16"])])
+def test_sigkill_between_checkpoints_then_resume_gives_the_same_record(method, extra, tmp_path, data_dir):
+    straight_run = launch(method, tmp_path / "uninterrupted", tmp_path / "results-straight", data_dir, extra)
+    killed = launch(method, tmp_path / "killed", tmp_path / "results", data_dir, extra)
     pointer = tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.time() + 300
     while not pointer.is_file() and killed.poll() is None:  # the first checkpoint (step 10) is written
@@ -50,7 +51,7 @@ def test_sigkill_between_checkpoints_then_resume_gives_the_same_record(method, t
     state = json.loads((pointer.parent / latest / "state.json").read_text())
     if method != "adalora":
         assert state["growth_steps"]  # growth happened before the kill
-    resumed_run = launch(method, tmp_path / "killed", tmp_path / "results", data_dir)  # the killed folder resumes
+    resumed_run = launch(method, tmp_path / "killed", tmp_path / "results", data_dir, extra)  # the killed folder resumes
     for process in (straight_run, resumed_run):
         assert process.wait() == 0, process.stderr.read()
     (resumed,), (straight,) = ([json.loads(p.read_text()) for p in (tmp_path / d).rglob("*.json")]

@@ -9,7 +9,7 @@ import torch
 import runner.optim
 import runner.train
 from runner import records
-from runner.method import Method
+from baselines.method import Method
 from tests.conftest import compose_config
 
 SHORT = ["train.max_steps=12", "train.batch_size=8", "task.max_seq_length=64", "train.eval_batch_size=128"]

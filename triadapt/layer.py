@@ -82,12 +82,14 @@ class _FusedAdapterLinear(torch.autograd.Function):
 
 
 class TriAdaptLinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a growing triangular-split low-rank update."""
+    """A frozen linear map plus a growing triangular-split low-rank update. The base is an ``nn.Linear``
+    (weight d x n) or, with ``fan_in_fan_out=True``, a layer that stores its weight transposed (n x d) and
+    computes x W + b, as GPT-2's ``Conv1D`` does."""
 
-    def __init__(self, base: nn.Linear, blocks: int | list[int], alpha: float, dropout: float = 0.0,
+    def __init__(self, base: nn.Module, blocks: int | list[int], alpha: float, dropout: float = 0.0,
                  init_std: float = 0.02, eps: float = 1e-5, generator: torch.Generator | None = None,
                  a_init: str = "gaussian", middle_diagonal: float | None = None, new_b: str = "gaussian",
-                 fixed_scale: float | None = None):
+                 fixed_scale: float | None = None, fan_in_fan_out: bool = False):
         """``a_init``, ``middle_diagonal``, ``new_b`` and ``fixed_scale`` default to the paper (Sec. III.C, Eq. 5):
         A, L, U and every new unit's B ~ N(0, init_std), scale alpha/(r+eps). The alternatives serve the ablation
         ladder and the authors' code (``TriAdaptConfig.layer_options``): A as PEFT's LoRA draws it
@@ -98,7 +100,7 @@ class TriAdaptLinear(nn.Module):
             raise ValueError(f"a_init={a_init!r} is not valid; choose one of: {', '.join(A_INITS)}")
         if new_b not in NEW_B_INITS:
             raise ValueError(f"new_b={new_b!r} is not valid; choose one of: {', '.join(NEW_B_INITS)}")
-        self.base_layer = base
+        self.base_layer, self.fan_in_fan_out = base, fan_in_fan_out
         self.alpha, self.eps, self.init_std = alpha, eps, init_std
         self.a_init, self.middle_diagonal, self.new_b, self.fixed_scale = a_init, middle_diagonal, new_b, fixed_scale
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -113,12 +115,16 @@ class TriAdaptLinear(nn.Module):
         for size in blocks[1:]:  # a reload rebuilds grown blocks; their values are then loaded
             self._add_units(size, generator, zero_b=self.new_b == "zeros")
 
+    def base_weight(self) -> torch.Tensor:
+        """The frozen weight as d x n (a view of a transposed ``Conv1D`` weight)."""
+        return self.base_layer.weight.t() if self.fan_in_fan_out else self.base_layer.weight
+
     @property
     def scale(self) -> float:
         return self.alpha / (self.rank + self.eps) if self.fixed_scale is None else self.fixed_scale
 
     def _add_units(self, count: int, generator, zero_b: bool) -> list[nn.Parameter]:
-        weight = self.base_layer.weight
+        weight = self.base_weight()
         d, n = weight.shape
 
         def parameter(t: torch.Tensor) -> nn.Parameter:
@@ -203,26 +209,32 @@ class TriAdaptLinear(nn.Module):
         frozen = not base.weight.requires_grad and (base.bias is None or not base.bias.requires_grad)
         if frozen:
             dropped = None if isinstance(self.dropout, nn.Identity) else self.dropout(x)
-            return _FusedAdapterLinear.apply(x, None if dropped is x else dropped, base.weight, base.bias,
-                                             self.factor_a(), m)
+            x_adapter = None if dropped is x else dropped  # None: the adapter reads x itself
+            weight, bias, a = self.base_weight(), base.bias, self.factor_a()
+            if torch.is_autocast_enabled(x.device.type):  # a custom node is not autocast: cast as nn.Linear would be
+                dtype = torch.get_autocast_dtype(x.device.type)
+                x, weight, a, m = x.to(dtype), weight.to(dtype), a.to(dtype), m.to(dtype)
+                bias = None if bias is None else bias.to(dtype)
+                x_adapter = None if x_adapter is None else x_adapter.to(dtype)
+            return _FusedAdapterLinear.apply(x, x_adapter, weight, bias, a, m)
         return base(x) + (self.dropout(x) @ self.factor_a().t()) @ m.t()
 
     def num_trainable(self) -> int:
-        d, n = self.base_layer.weight.shape
+        d, n = self.base_weight().shape
         return self.rank * (n + d) + self.rank * (self.rank + 1)
 
     @torch.no_grad()
     def merge(self) -> None:
         if not self.merged:
-            self.base_layer.weight += self.delta_weight()
+            self.base_weight().add_(self.delta_weight())  # in place through the view: Conv1D's weight too
             self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if self.merged:
-            self.base_layer.weight -= self.delta_weight()
+            self.base_weight().sub_(self.delta_weight())
             self.merged = False
 
     def extra_repr(self) -> str:
-        d, n = self.base_layer.weight.shape
+        d, n = self.base_weight().shape
         return f"in={n}, out={d}, rank={self.rank}, scale={self.scale:.4g}, merged={self.merged}"

@@ -13,6 +13,7 @@ from torch import nn
 
 from . import importance, schedule
 from .perturbation import relative_change
+from .targets import is_adaptable, is_transposed_linear, target_modules_for
 from .config import TriAdaptConfig
 from .layer import SharedInputDropout, TriAdaptLinear
 
@@ -53,10 +54,12 @@ class TriAdaptModel(nn.Module):
         self.config = config
         for p in model.parameters():
             p.requires_grad_(False)
+        if not config.target_modules:  # the family's preset (triadapt.targets), kept in the config for reloads
+            config.target_modules = target_modules_for(model)
         targets = [(n, m) for n, m in model.named_modules()
-                   if isinstance(m, nn.Linear) and matches_target(n, config.target_modules)]
+                   if is_adaptable(m) and matches_target(n, config.target_modules)]
         if not targets:
-            raise ValueError(f"no nn.Linear in the model matches target_modules={config.target_modules}")
+            raise ValueError(f"no nn.Linear (or GPT-2 Conv1D) in the model matches target_modules={config.target_modules}")
         unknown = set(config.growth_blocks) - {n for n, _ in targets}
         if unknown:
             raise ValueError(f"growth_blocks names modules that are not adapted targets: {sorted(unknown)[:5]}")
@@ -64,7 +67,8 @@ class TriAdaptModel(nn.Module):
         for index, (name, module) in enumerate(targets):
             blocks = config.growth_blocks.get(name, [config.r_init])
             layer = TriAdaptLinear(module, blocks, config.alpha, config.dropout, config.init_std, config.eps,
-                                   generator=unit_generator(config.seed, -1, index), **config.layer_options())
+                                   generator=unit_generator(config.seed, -1, index),
+                                   fan_in_fan_out=is_transposed_linear(module), **config.layer_options())
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
             self.layer_names.append(name)
