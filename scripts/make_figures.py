@@ -6,7 +6,8 @@
 - fig3/4/5_<model>_<task>.png: the dev score against the initial warm-up, the update interval and the
   reference rank, TriAdaptLoRA against IncreLoRA (mean and min-max band over seeds) (paper Figs. 3-5, on
   the task each sweep ran: the paper's RTE, or the CPU protocol's STS-B);
-- growth_timeline_<model>_<task>.png: total rank and k per growth event against steps, per mode;
+- growth_timeline_<model>_<task>.png: total rank and k per growth event against steps, per mode, and (records
+  that measured it) the mean relative change of the grown matrices' updates at each event;
 - ladder_<model>.png: the ablation ladder (ours), score per rung from TriAdaptLoRA linear to LoRA, per task,
   each seed a dot and the mean a line.
 Reads only JSON records (never a model).
@@ -126,7 +127,9 @@ def growth_timeline(records: list[dict], out: Path) -> list[Path]:
         if not WRITE:
             paths.append(out / f"growth_timeline_{model}_{task}.png")
             continue
-        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+        measured = any("delta_w_change" in e for _, history in by_method.values() for e in history)
+        fig, axes = plt.subplots(1, 3 if measured else 2, figsize=(13.5 if measured else 9, 3.4))
+        left, right = axes[0], axes[1]
         for method, (record, history) in sorted(by_method.items()):
             state = record["method_state"]
             steps = [0] + [e["step"] for e in history] + [record["steps"]]
@@ -134,8 +137,15 @@ def growth_timeline(records: list[dict], out: Path) -> list[Path]:
                      [state["budget"] - e["budget_after"] for e in history]
             left.step(steps, totals + totals[-1:], where="post", label=method)
             right.plot([e["step"] for e in history], [e["k"] for e in history], marker="o", label=method)
+            if measured:  # issue 25: what each event did to the grown matrices' updates
+                changes = [(e["step"], np.mean([c for c in e["delta_w_change"].values() if c is not None]))
+                           for e in history if e.get("delta_w_change")]
+                if changes:
+                    axes[2].plot(*zip(*changes), marker="o", label=method)
         left.set(xlabel="optimizer step", ylabel="total rank", title="rank budget spent")
         right.set(xlabel="optimizer step", ylabel="k (matrices grown)", title="k per event")
+        if measured:
+            axes[2].set(xlabel="optimizer step", ylabel="mean ||dW' - dW|| / ||dW||", title="change of the grown updates")
         left.legend()
         fig.suptitle(f"Growth timeline, {task}, {model} (seed 0)")
         paths.append(save(fig, out / f"growth_timeline_{model}_{task}.png"))

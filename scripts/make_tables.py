@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 GLUE = ["mnli", "sst2", "cola", "qqp", "qnli", "rte", "mrpc", "stsb"]
 TABLE1 = ["full_ft", "bitfit", "hadapter", "padapter", "lora", "adalora", "increlora", "triadapt_fixed_k",
-          "triadapt_linear", "triadapt_linear_authors_code", "triadapt_nonlinear", "tlora"]
+          "triadapt_linear", "triadapt_linear_authors_code", "triadapt_linear_preserving", "triadapt_nonlinear", "tlora"]
+OURS = {"triadapt_linear_preserving"}  # variants of ours beyond the paper: labelled "(ours)" in every table
 TABLE2 = ["triadapt_nonlinear", "triadapt_nonlinear_no_orth"]
 TABLE3 = ["triadapt_nonlinear", "triadapt_nonlinear_sqrt_r", "triadapt_nonlinear_no_norm"]
 TABLE4 = ["full_ft", "hadapter", "lora", "increlora", "triadapt_linear", "triadapt_nonlinear", "triadapt_fixed_k"]
@@ -44,7 +45,8 @@ CLAIMS = [("triadapt_linear", "increlora"), ("triadapt_nonlinear", "increlora"),
           ("triadapt_linear", "triadapt_nonlinear"), ("triadapt_linear", "triadapt_fixed_k"),
           ("triadapt_nonlinear", "triadapt_nonlinear_no_orth"), ("triadapt_nonlinear", "triadapt_nonlinear_sqrt_r"),
           ("triadapt_nonlinear", "triadapt_nonlinear_no_norm"),
-          ("triadapt_linear_authors_code", "lora"), ("triadapt_linear_authors_code", "triadapt_linear")]
+          ("triadapt_linear_authors_code", "lora"), ("triadapt_linear_authors_code", "triadapt_linear"),
+          ("triadapt_linear_preserving", "triadapt_linear"), ("triadapt_linear_preserving", "lora")]
 # The ablation ladder (ours, conf/experiment/ablation_ladder.yaml): TriAdaptLoRA linear -> LoRA, one change a rung.
 LADDER = [("triadapt_linear", "TriAdaptLoRA linear (the paper's)"),
           ("ladder1_fixed_scale", "scale alpha/r_ref instead of alpha/(r+eps)"),
@@ -174,6 +176,10 @@ def latex(header: list[str], rows: list[list[str]]) -> str:
                       r"\end{tabular}"]) + "\n"
 
 
+def label(method: str) -> str:
+    return f"{method} (ours)" if method in OURS else method
+
+
 def glue_table(methods: list[str], by_method: dict, paper_rows: dict, seeds: int) -> tuple[list[str], list[list[str]]]:
     tasks = [t for t in GLUE if any(by_method.get(m, {}).get(t) for m in methods)]
     header = ["method", *tasks, "avg"]
@@ -183,7 +189,7 @@ def glue_table(methods: list[str], by_method: dict, paper_rows: dict, seeds: int
             continue
         means = [statistics.mean([score(r) for r in by_method[m][t].values()]) for t in tasks if by_method[m].get(t)]
         cells = [cell([score(r) for r in by_method[m].get(t, {}).values()], seeds) for t in tasks]
-        rows.append([m, *cells, f"{statistics.mean(means):.2f}" if len(means) == len(tasks) else "–"])
+        rows.append([label(m), *cells, f"{statistics.mean(means):.2f}" if len(means) == len(tasks) else "–"])
         if m in paper_rows:
             rows.append([f"{m} (paper)", *[paper_cell(paper_rows[m]["tasks"].get(t)) for t in tasks],
                          f"{paper_rows[m]['average']:.2f} (8 tasks)"])
@@ -261,7 +267,7 @@ def claims_table(by_method: dict) -> tuple[list[str], list[list[str]]]:
             if not seeds:
                 continue
             diffs = [score(a[s]) - score(b[s]) for s in seeds]
-            rows.append([f"{ours} > {other}", task, ", ".join(f"{d:+.2f}" for d in diffs), cell(diffs), verdict(diffs)])
+            rows.append([f"{label(ours)} > {label(other)}", task, ", ".join(f"{d:+.2f}" for d in diffs), cell(diffs), verdict(diffs)])
     return ["claim", "task", "per-seed difference", "mean ± std", "verdict"], rows
 
 

@@ -34,7 +34,7 @@ def launch(method, run_dir, results, data_dir, extra=()):
 
 
 @pytest.mark.parametrize("method, extra", [("triadapt_linear", []), ("increlora", []), ("adalora", []),
-                                           ("triadapt_linear", ["train.precision=bf16"])])
+                                           ("triadapt_linear", ["train.precision=bf16"]), ("triadapt_linear_preserving", [])])
 def test_sigkill_between_checkpoints_then_resume_gives_the_same_record(method, extra, tmp_path, data_dir):
     straight_run = launch(method, tmp_path / "uninterrupted", tmp_path / "results-straight", data_dir, extra)
     killed = launch(method, tmp_path / "killed", tmp_path / "results", data_dir, extra)

@@ -238,3 +238,49 @@ def test_reload_continues_growth_from_the_last_events_snapshot(tiny_model, tmp_p
     tri.grow(6), loaded.grow(6)
     assert loaded.growth_history[-1]["grown"] == tri.growth_history[-1]["grown"]
     assert loaded.growth_history[-1]["scores"] == pytest.approx(tri.growth_history[-1]["scores"])
+
+
+def test_function_preserving_growth_keeps_the_logits_and_every_new_parameter_learns(tiny_model, tiny_batch, tmp_path):
+    """Ours (issue 25): logits equal before and after an event, new parameters with gradient after one step, and a
+    save -> load after growth gives the same logits."""
+    from runner.models import load_model
+    from tests.conftest import compose_config
+
+    tri = make(tiny_model, preserve_function_at_growth=True, dropout=0.0)
+    set_trainable(tri, ["classifier", "pooler"])
+    with torch.no_grad():  # a trained-looking adapter
+        for n, p in tri.named_parameters():
+            if ".tri_" in n:
+                p.add_(0.3 * torch.randn_like(p))
+    tri.eval()
+    before = tri(**tiny_batch).logits
+    new = tri.grow(4)
+    event = tri.growth_history[-1]
+    torch.testing.assert_close(tri(**tiny_batch).logits, before, atol=1e-6, rtol=0)
+    assert all(change < 1e-5 for change in event["delta_w_change"].values())  # the measurement agrees
+    optimizer = torch.optim.AdamW([p for p in tri.parameters() if p.requires_grad], lr=1e-2)
+    tri.train()
+    for _ in range(2):  # U's new entries have gradient at once; the first step moves B's new columns, so by the
+        # second every new tensor has gradient
+        optimizer.zero_grad()
+        tri(**tiny_batch).loss.backward()
+        optimizer.step()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in new)
+    tri.eval()
+    logits = tri(**tiny_batch).logits
+    tri.save_pretrained(tmp_path)
+    fresh = load_model(compose_config("model=tiny_deberta").model, "classification", 2, cls_dropout=0.0, seed=0)
+    assert torch.equal(TriAdaptModel.from_pretrained(fresh, tmp_path).eval()(**tiny_batch).logits, logits)
+
+
+def test_the_papers_growth_changes_the_logits(tiny_model, tiny_batch):
+    """The contrast: the same event without the option moves the logits (so the test above can fail)."""
+    tri = make(tiny_model, dropout=0.0)
+    with torch.no_grad():
+        for n, p in tri.named_parameters():
+            if ".tri_" in n:
+                p.add_(0.3 * torch.randn_like(p))
+    tri.eval()
+    before = tri(**tiny_batch).logits
+    tri.grow(4)
+    assert (tri(**tiny_batch).logits - before).abs().max() > 1e-3

@@ -58,6 +58,9 @@ class TriAdaptConfig:
     scaling: str = "current_rank"  # current_rank: alpha/(r+eps) (Eq. 5) | reference_rank: alpha/r_ref at any rank
     a_init: str = "gaussian"  # gaussian: N(0, init_std) | kaiming_uniform: as PEFT's LoRA initialises A
     middle_init: str = "gaussian"  # gaussian: L, U ~ N(0, init_std) | identity: each unit's L, U diagonals 1/2, D = I
+    # Our variant, beyond the paper: growth leaves the function unchanged (new B columns and the new U columns' old
+    # rows start at 0, the old B is rescaled by s_old/s_new; TriAdaptLinear.grow). Off: the paper's growth.
+    preserve_function_at_growth: bool = False
     seed: int = 0  # seeds the draw of new units: (seed, step, module) -> identical on every replica
     # Filled by growth and saved with the weights: full module name -> sizes of its rank blocks, in order
     # (the module's rank is their sum), so a reload rebuilds the exact parameter layout.
@@ -101,10 +104,12 @@ class TriAdaptConfig:
 
     def layer_options(self) -> dict:
         """Keyword arguments of ``TriAdaptLinear`` that this parametrisation and these ablations imply."""
+        preserve = {"preserve_function": self.preserve_function_at_growth}
         if self.parametrization == "authors_code":
-            return {"a_init": self.a_init, "middle_diagonal": 1.0, "new_b": "zeros", "fixed_scale": 2.0}
+            return {"a_init": self.a_init, "middle_diagonal": 1.0, "new_b": "zeros", "fixed_scale": 2.0, **preserve}
         return {"a_init": self.a_init, "middle_diagonal": 0.5 if self.middle_init == "identity" else None,
-                "new_b": "gaussian", "fixed_scale": self.alpha / self.r_ref if self.scaling == "reference_rank" else None}
+                "new_b": "gaussian", "fixed_scale": self.alpha / self.r_ref if self.scaling == "reference_rank" else None,
+                **preserve}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -89,12 +89,13 @@ class TriAdaptLinear(nn.Module):
     def __init__(self, base: nn.Module, blocks: int | list[int], alpha: float, dropout: float = 0.0,
                  init_std: float = 0.02, eps: float = 1e-5, generator: torch.Generator | None = None,
                  a_init: str = "gaussian", middle_diagonal: float | None = None, new_b: str = "gaussian",
-                 fixed_scale: float | None = None, fan_in_fan_out: bool = False):
+                 fixed_scale: float | None = None, fan_in_fan_out: bool = False, preserve_function: bool = False):
         """``a_init``, ``middle_diagonal``, ``new_b`` and ``fixed_scale`` default to the paper (Sec. III.C, Eq. 5):
         A, L, U and every new unit's B ~ N(0, init_std), scale alpha/(r+eps). The alternatives serve the ablation
         ladder and the authors' code (``TriAdaptConfig.layer_options``): A as PEFT's LoRA draws it
         (``kaiming_uniform``), L and U of each unit zero but their diagonal entry ``middle_diagonal``, new B
-        columns zero (``new_b="zeros"``), and a scale that ignores the rank (``fixed_scale``)."""
+        columns zero (``new_b="zeros"``), and a scale that ignores the rank (``fixed_scale``). ``preserve_function``
+        (ours, beyond the paper) makes growth leave the layer's function unchanged: see ``grow``."""
         super().__init__()
         if a_init not in A_INITS:
             raise ValueError(f"a_init={a_init!r} is not valid; choose one of: {', '.join(A_INITS)}")
@@ -103,6 +104,7 @@ class TriAdaptLinear(nn.Module):
         self.base_layer, self.fan_in_fan_out = base, fan_in_fan_out
         self.alpha, self.eps, self.init_std = alpha, eps, init_std
         self.a_init, self.middle_diagonal, self.new_b, self.fixed_scale = a_init, middle_diagonal, new_b, fixed_scale
+        self.preserve_function = preserve_function
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.tri_a = nn.ParameterList()
         self.tri_b = nn.ParameterList()
@@ -123,7 +125,7 @@ class TriAdaptLinear(nn.Module):
     def scale(self) -> float:
         return self.alpha / (self.rank + self.eps) if self.fixed_scale is None else self.fixed_scale
 
-    def _add_units(self, count: int, generator, zero_b: bool) -> list[nn.Parameter]:
+    def _add_units(self, count: int, generator, zero_b: bool, zero_u_above: bool = False) -> list[nn.Parameter]:
         weight = self.base_weight()
         d, n = weight.shape
 
@@ -146,6 +148,11 @@ class TriAdaptLinear(nn.Module):
             diagonal = torch.zeros(packed, dtype=torch.float32)
             diagonal[torch.arange(self.rank + 1, self.rank + count + 1).cumsum(0) - 1] = self.middle_diagonal
             l, u = parameter(diagonal.clone()), parameter(diagonal)
+        if zero_u_above:  # each new column of U: zero in the old units' rows (its first self.rank entries)
+            with torch.no_grad():
+                starts = [_packed_size(self.rank, i) for i in range(count)]
+                for start in starts:
+                    u[start:start + self.rank] = 0.0
         for container, p in ((self.tri_a, a), (self.tri_b, b), (self.tri_l, l), (self.tri_u, u)):
             container.append(p)
         self.rank += count
@@ -160,12 +167,25 @@ class TriAdaptLinear(nn.Module):
         self.register_buffer("_upper_index", cols * r + rows, persistent=False)
 
     def grow(self, count: int, generator: torch.Generator | None = None) -> list[nn.Parameter]:
-        """Append ``count`` rank-1 units drawn from N(0, init_std) (Eqs. 6-9); old entries stay."""
+        """Append ``count`` rank-1 units drawn from N(0, init_std) (Eqs. 6-9); old entries stay.
+
+        With ``preserve_function`` (ours): the new units' B columns and the old rows of the new U columns start at
+        zero, which removes every new term of dW, and the old B is multiplied by s_old / s_new, which undoes the
+        change of alpha/(r+eps) (Eq. 5): the layer computes the same function before and after, and every new
+        parameter receives gradient from the next step on (U's new entries at once, B's new columns through them).
+        """
         if self.merged:
             raise RuntimeError("cannot grow a merged TriAdaptLinear; call unmerge() first")
         if count <= 0:
             raise ValueError(f"count={count} must be positive")
-        return self._add_units(count, generator, zero_b=self.new_b == "zeros")
+        if not self.preserve_function:
+            return self._add_units(count, generator, zero_b=self.new_b == "zeros")
+        old_scale = self.scale
+        new = self._add_units(count, generator, zero_b=True, zero_u_above=True)
+        with torch.no_grad():
+            for b in self.tri_b[:-1]:
+                b.mul_(old_scale / self.scale)
+        return new
 
     def block_sizes(self) -> list[int]:
         return [a.shape[0] for a in self.tri_a]
