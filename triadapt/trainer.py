@@ -11,7 +11,11 @@ callback itself.
 from __future__ import annotations
 
 from torch import nn
-from transformers import Trainer, TrainerCallback
+
+try:
+    from transformers import Trainer, TrainerCallback
+except ImportError as error:  # the method library alone does not need transformers
+    raise ImportError("triadapt.trainer needs transformers: pip install 'triadapt[hf]'") from error
 
 from .model import TriAdaptModel
 
