@@ -1,20 +1,28 @@
-"""Step time, allocation cost and eval throughput of every method, side by side in one process.
+"""Step time, peak memory, allocation cost and eval throughput of every method, side by side.
 
     python scripts/bench.py --quick                       # MiniLM, length 64: a few minutes on a CPU
     python scripts/bench.py --models minilm deberta_base_shape --lengths 64 128 256 --dropouts 0 0.1
+    TRIADAPT_DATA_DIR=../shared/data python scripts/bench.py --models minilm --lengths 128 --tasks sst2 mrpc
 
-Each training step (forward, backward, the method's hooks, AdamW) is timed on fixed random batches,
-methods interleaved step by step, after warm-up steps; the median is reported as a ratio to the
-*floor* (the frozen model, backward for input gradients only) and to PEFT LoRA at the same dropout.
-Every adapter method is measured at its final budget (rank 8 per matrix; AdaLoRA at its initial 12).
-Also timed: one TriAdaptLoRA and one IncreLoRA growth event (importance, threshold, growth, optimizer
-and scheduler registration), the per-step bookkeeping of AdaLoRA and IncreLoRA, and eval throughput
-of the bare model, TriAdaptLoRA unmerged and merged. Writes results/bench/<time>.json and .md.
+Each training step (forward, backward, the method's hooks, AdamW) is timed in train mode (the backbone's own
+dropout on, as in training), methods interleaved step by step in one process, after warm-up steps: on fixed
+random batches of each length, and on the real length-grouped batches of each GLUE task of ``--tasks`` (the
+runner's batching, the same batches for every method). The median is reported as a ratio to the *floor* (the
+frozen model, backward for input gradients only) and to PEFT LoRA at the same dropout. Every adapter method is
+measured at its final budget (rank 8 per matrix; AdaLoRA at its initial 12). Peak memory: each method's step runs
+in a fresh process, and the peak resident memory during two steps above that after loading is reported. Also
+timed: one TriAdaptLoRA and one IncreLoRA growth event, the per-step bookkeeping of AdaLoRA and IncreLoRA, and
+eval throughput of the bare model, TriAdaptLoRA unmerged and merged. The bench refuses to start while the
+1-minute load average says other work shares the CPU (``--allow-busy`` runs anyway and marks the record).
+Writes results/bench/<time>.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
+import threading
 import json
 import statistics
 import sys
@@ -30,11 +38,14 @@ from baselines.increlora import IncreLoRA
 from baselines.lora import LoRA
 from baselines.method import Method
 from runner import records
-from runner.models import minilm_path
+from runner.models import load_tokenizer, minilm_path
+from runner.tasks import build_task
+from runner.train import batches_forever
 from runner.optim import add_param_group, build_optimizer
 from triadapt import TriAdaptConfig, TriAdaptModel
 
 ROOT = Path(__file__).resolve().parent.parent
+BUSY_LOAD = 0.5  # a 1-minute load average above this means other work is running
 
 TARGETS = {"bert": ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
                     "intermediate.dense", "output.dense"],
@@ -115,21 +126,69 @@ def train_step(method: Method, optimizer, inputs: dict, step: int) -> float:
     return time.perf_counter() - start
 
 
-def step_times(name: str, length: int, dropout: float, args) -> dict:
+def task_batches(task: str, count: int, batch_size: int) -> list[dict]:
+    """The first ``count`` length-grouped training batches of a GLUE task, as the runner draws them (seed 0)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"task={task}", "model=minilm"])
+    tokenizer = load_tokenizer(cfg.model)
+    data = build_task(cfg.task, cfg.data.dir, tokenizer, batch_size)
+    batches = batches_forever(data.train_set, tokenizer, batch_size, seed=0, group_by_length=True)
+    return [next(batches) for _ in range(count)]
+
+
+def step_times(name: str, inputs: list[dict], dropout: float, args) -> dict:
+    """Median step time of every method over ``inputs`` (one batch per step), in train mode."""
     methods = {m: build(m, name, dropout, T=args.steps + args.warmup + 10) for m in args.methods}
+    for meth in methods.values():
+        meth.model.train()
     optimizers = {m: (build_optimizer(meth.model, 1e-4, 0.0, 1, 10 ** 6)[0] if any(
         p.requires_grad for p in meth.model.parameters()) else None) for m, meth in methods.items()}
-    inputs = batch(length, args.batch_size)
     times = {m: [] for m in methods}
     for step in range(args.warmup + args.steps):
         for m, meth in methods.items():  # interleaved: every method sees the same machine state
-            elapsed = train_step(meth, optimizers[m], inputs, step)
+            elapsed = train_step(meth, optimizers[m], inputs[step], step)
             if step >= args.warmup:
                 times[m].append(elapsed)
     medians = {m: statistics.median(t) for m, t in times.items()}
     return {"seconds": medians,
             "vs_floor": {m: v / medians["floor"] for m, v in medians.items()} if "floor" in medians else {},
             "vs_peft_lora": {m: v / medians["peft_lora"] for m, v in medians.items()} if "peft_lora" in medians else {}}
+
+
+def resident_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _peak_step_memory(name: str, length: int, dropout: float, method: str, batch_size: int) -> float:
+    """In a fresh process: the peak resident memory of two training steps above the memory after loading (MB)."""
+    torch.set_num_threads(1)
+    meth = build(method, name, dropout, T=100)
+    meth.model.train()
+    optimizer = (build_optimizer(meth.model, 1e-4, 0.0, 1, 10 ** 6)[0]
+                 if any(p.requires_grad for p in meth.model.parameters()) else None)
+    inputs, baseline, peak, done = batch(length, batch_size), resident_mb(), [0.0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], resident_mb())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    for step in range(2):
+        train_step(meth, optimizer, inputs, step)
+    done.set()
+    sampler.join()
+    return max(peak[0], resident_mb()) - baseline
+
+
+def peak_memory(name: str, length: int, dropout: float, args) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1, maxtasksperchild=1) as pool:
+        return {m: pool.apply(_peak_step_memory, (name, length, dropout, m, args.batch_size)) for m in args.methods}
 
 
 def allocation_costs(name: str, length: int, args) -> dict:
@@ -192,11 +251,15 @@ PAPER_MIN_INTERVAL = 100  # Table V's shortest rank-update interval (CoLA, MRPC,
 
 def markdown(result: dict) -> str:
     methods = result["settings"]["methods"]
+    busy = (f"**Taken on a busy machine (1-minute load average {result['load_average_at_start']:.2f} at the start): "
+            f"the timings are not comparable to a quiet machine's.**") if result.get("busy") else \
+        f"Load average at the start: {result.get('load_average_at_start', float('nan')):.2f} (a quiet machine)."
     lines = [f"Command: `{result['command']}`  ", f"Machine: {result['machine']['platform']}, "
              f"{result['machine']['cpus']} CPUs, torch threads {result['machine']['torch_threads']}; batch "
              f"{result['settings']['batch_size']}, median of {result['settings']['steps']} steps after "
-             f"{result['settings']['warmup']} warm-up steps", "",
-             "Step time as a multiple of the floor (frozen model, input gradients only):", "",
+             f"{result['settings']['warmup']} warm-up steps, train mode. {busy}", "",
+             "Step time as a multiple of the floor (frozen model, input gradients only); length \"(real)\": the "
+             "task's length-grouped training batches:", "",
              "| model | length | dropout | floor (s) | " + " | ".join(methods) + " |",
              "|---|---|---|---|" + "---|" * len(methods)]
     for row in result["step_times"]:
@@ -207,6 +270,13 @@ def markdown(result: dict) -> str:
     for row in result["step_times"]:
         lines.append(f"| {row['model']} | {row['length']} | {row['dropout']} | "
                      + " | ".join(f"{row['vs_peft_lora'][m]:.2f}" for m in methods) + " |")
+    if result.get("memory"):
+        lines += ["", "Peak resident memory of a training step above the loaded model (MB; each method in a fresh "
+                  "process):", "", "| model | length | dropout | " + " | ".join(methods) + " |",
+                  "|---|---|---|" + "---|" * len(methods)]
+        for row in result["memory"]:
+            lines.append(f"| {row['model']} | {row['length']} | {row['dropout']} | "
+                         + " | ".join(f"{row['peak_mb'][m]:.0f}" for m in methods) + " |")
     lines += ["", "Rank allocation, against one training step of the same model (TriAdaptLoRA, dropout 0); "
               f"'amortised' spreads one event over the paper's shortest interval ({PAPER_MIN_INTERVAL} steps):", "",
               "| model | M | TriAdaptLoRA event (s) | × step | amortised | IncreLoRA event (s) | "
@@ -240,20 +310,37 @@ def main(argv=None) -> Path:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--tasks", nargs="*", default=[], help="also time real length-grouped batches of these GLUE "
+                        "tasks (data from TRIADAPT_DATA_DIR, as the runner reads it)")
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="peak memory per method, each in a fresh process (first length, every dropout)")
+    parser.add_argument("--allow-busy", action="store_true", help="run even if the load average says the CPU is "
+                        "shared, and mark the record so")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     args = parser.parse_args(argv)
     if args.quick:
         args.models, args.lengths, args.steps, args.warmup = ["minilm"], [64], 3, 1
+    load = os.getloadavg()[0]
+    if load > BUSY_LOAD and not args.allow_busy:
+        raise SystemExit(f"error: the 1-minute load average is {load:.2f} (> {BUSY_LOAD}): other work shares the CPU "
+                         f"and would distort every timing; wait until it is done, or pass --allow-busy to mark the record")
     started = time.time()
     result = {"command": " ".join(["python", "scripts/bench.py", *(argv if argv is not None else sys.argv[1:])]),
               "git": records.git_state(ROOT), "packages": records.package_versions(), "machine": records.machine(),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "step_times": [], "allocation": [], "eval": []}
+              "load_average_at_start": load, "busy": load > BUSY_LOAD,
+              "step_times": [], "memory": [], "allocation": [], "eval": []}
+    count = args.warmup + args.steps
     for name in args.models:
-        for length in args.lengths:
+        inputs = {length: [batch(length, args.batch_size)] * count for length in args.lengths}
+        inputs.update({f"{task} (real)": task_batches(task, count, args.batch_size) for task in args.tasks})
+        for length, batches in inputs.items():
             for dropout in args.dropouts:
                 result["step_times"].append({"model": name, "length": length, "dropout": dropout,
-                                             **step_times(name, length, dropout, args)})
+                                             **step_times(name, batches, dropout, args)})
+        for dropout in args.dropouts if args.memory else []:
+            result["memory"].append({"model": name, "length": args.lengths[0], "dropout": dropout,
+                                     "peak_mb": peak_memory(name, args.lengths[0], dropout, args)})
         result["allocation"].append({"model": name, "length": args.lengths[0], **allocation_costs(name, args.lengths[0], args)})
         result["eval"].append({"model": name, "length": args.lengths[0], **eval_throughput(name, args.lengths[0], args)})
     result["wall_time_s"] = round(time.time() - started, 1)

@@ -1,27 +1,53 @@
 """scripts/bench.py on tiny settings: the record's schema, a row for every method, sane ratios."""
 
-import importlib.util
 import json
+
+import pytest
 
 from tests.conftest import ROOT
 
 
-def test_bench_record_has_every_method(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    path = bench.main(["--models", "tiny", "--lengths", "16", "--dropouts", "0", "0.1", "--steps", "2",
-                       "--warmup", "1", "--batch-size", "4", "--out", str(tmp_path)])
+def test_bench_record_has_every_method(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("TRIADAPT_DATA_DIR", str(data_dir))
+    import bench  # scripts/ is on the tests' path
+
+    path = bench.main(["--models", "tiny", "--lengths", "16", "--tasks", "rte", "--dropouts", "0", "0.1",
+                       "--steps", "2", "--warmup", "1", "--batch-size", "4", "--allow-busy", "--no-memory",
+                       "--out", str(tmp_path)])
     result = json.loads(path.read_text())
     for key in ("command", "git", "packages", "machine", "settings", "step_times", "allocation", "eval", "wall_time_s"):
         assert key in result
     methods = set(result["settings"]["methods"])
     assert {"floor", "full_ft", "peft_lora", "triadapt", "adalora", "increlora"} <= methods
-    assert [(r["length"], r["dropout"]) for r in result["step_times"]] == [(16, 0.0), (16, 0.1)]
+    assert [(r["length"], r["dropout"]) for r in result["step_times"]] == [(16, 0.0), (16, 0.1), ("rte (real)", 0.0),
+                                                                          ("rte (real)", 0.1)]
+    assert result["busy"] == (result["load_average_at_start"] > bench.BUSY_LOAD)
+    assert result["memory"] == []
     for row in result["step_times"]:
         assert set(row["seconds"]) == methods and row["vs_floor"]["floor"] == 1.0
         assert row["vs_peft_lora"]["peft_lora"] == 1.0
     allocation = result["allocation"][0]
     assert allocation["triadapt_M"] == 12 and allocation["triadapt_event_s"] > 0
     assert set(result["eval"][0]["vs_bare"]) == {"bare", "unmerged", "merged"}
-    assert (tmp_path / f"{path.stem}.md").read_text().count("| tiny |") == 6
+    assert (tmp_path / f"{path.stem}.md").read_text().count("| tiny |") == 4 + 4 + 1 + 1  # step times twice, ...
+
+
+def test_peak_memory_is_measured_per_method_in_its_own_process(tmp_path):
+    import bench
+
+    path = bench.main(["--models", "tiny", "--lengths", "64", "--dropouts", "0", "--methods", "floor", "full_ft",
+                       "peft_lora", "triadapt", "--steps", "1", "--warmup", "0", "--batch-size", "16", "--allow-busy",
+                       "--out", str(tmp_path)])
+    [row] = json.loads(path.read_text())["memory"]
+    peak = row["peak_mb"]
+    assert set(peak) == {"floor", "full_ft", "peft_lora", "triadapt"} and all(v >= 0 for v in peak.values())
+    assert peak["full_ft"] > peak["triadapt"]  # full FT keeps a gradient and two AdamW moments per weight
+
+
+def test_bench_refuses_a_busy_machine(tmp_path, monkeypatch):
+    import bench
+
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (1.7, 1.0, 1.0))
+    with pytest.raises(SystemExit, match="load average is 1.70"):
+        bench.main(["--models", "tiny", "--lengths", "16", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
