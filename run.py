@@ -53,6 +53,43 @@ def command_line_choices(args: list[str]) -> list[tuple[str, str]]:
     return choices
 
 
+def check_keys(args: list[str], conf_dir: Path) -> None:
+    """A single run whose override names a key its config lacks (e.g. method.r_ref with method=lora): one line
+    naming the key and the keys that config has, before Hydra makes a folder. Sweeps are left to Hydra."""
+    if any(a in ("-m", "--multirun") for a in args):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
+        return
+    lines = [o.input_line for o in overrides]
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        try:
+            compose(config_name="config", overrides=lines)
+            return
+        except ConfigCompositionException:
+            pass
+        for override in overrides:  # the first override the config cannot take, with the keys its node has
+            key = override.key_or_group
+            if override.is_add() or override.is_delete() or key in GROUPS or "." not in key:
+                continue
+            others = [line for line in lines if line != override.input_line]
+            try:
+                cfg = compose(config_name="config", overrides=others)
+            except ConfigCompositionException:
+                continue
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent)
+            if node is not None and leaf not in node:
+                name = f" '{node.name}'" if "name" in node else ""
+                raise ConfigError(f"{key}: the {parent} config{name} has no key '{leaf}'; its keys: "
+                                  f"{', '.join(sorted(node))} (to add one anyway: +{override.input_line})")
+
+
 def summary(record: dict, path: Path) -> str:
     """What a run ends on: its score against the majority class, its final ranks in one line, its record."""
     best, last, floor = record["best"], record["last"], record["data"].get("majority_class")
@@ -93,8 +130,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    try:  # a misspelt method, task, model or experiment: one line, before Hydra makes any folder
+    try:  # a misspelt method, task, model, experiment or key: one line, before Hydra makes any folder
         check_choices(command_line_choices(sys.argv[1:]), Path(__file__).resolve().parent / "conf")
+        check_keys(sys.argv[1:], Path(__file__).resolve().parent / "conf")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

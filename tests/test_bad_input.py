@@ -95,6 +95,8 @@ def cli(tmp_path, *args):
     (["method=nonexistent"], "method='nonexistent' is not a config in method/; choose one of: adalora, "),
     (["-m", "method=lora,lorra", "seed=0,1"], "method='lorra' is not a config in method/"),
     (["task=nonexistent"], "task='nonexistent' is not a config in task/; choose one of: cola, "),
+    (["method.r_ref=0"], "method.r_ref: the method config 'lora' has no key 'r_ref'; its keys: alpha, "),
+    (["train.learning_rate=1e-3"], "train.learning_rate: the train config has no key 'learning_rate'; its keys: "),
 ])
 def test_command_line_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, args, message):
     status, lines = cli(tmp_path, *args)
