@@ -39,18 +39,15 @@ from baselines.lora import LoRA
 from baselines.method import Method
 from runner import records
 from runner.models import load_tokenizer, minilm_path
+from runner.optim import add_param_group, build_optimizer
 from runner.tasks import build_task
 from runner.train import batches_forever
-from runner.optim import add_param_group, build_optimizer
 from triadapt import TriAdaptConfig, TriAdaptModel
+from triadapt.targets import target_modules_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSY_LOAD = 0.5  # a 1-minute load average above this means other work is running
 
-TARGETS = {"bert": ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                    "intermediate.dense", "output.dense"],
-           "deberta-v2": ["attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
-                          "attention.output.dense", "intermediate.dense", "output.dense"]}
 
 
 SHAPES = {"deberta_base_shape": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
@@ -82,7 +79,7 @@ class Floor(Method):
 
 def build(method: str, name: str, dropout: float, T: int) -> Method:
     model = backbone(name)
-    targets = TARGETS[model.config.model_type]
+    targets = target_modules_for(model)
     if method == "floor":
         return Floor(model)
     if method == "full_ft":
@@ -195,7 +192,7 @@ def allocation_costs(name: str, length: int, args) -> dict:
     """One growth event of TriAdaptLoRA and IncreLoRA; the per-step bookkeeping of AdaLoRA and IncreLoRA."""
     inputs, out = batch(length, args.batch_size), {}
     model = backbone(name)
-    targets = TARGETS[model.config.model_type]
+    targets = target_modules_for(model)
     tri = TriAdaptModel(model, TriAdaptConfig(target_modules=targets, total_steps=1000, t0=0, interval=1))
     optimizer, scheduler = build_optimizer(tri, 1e-4, 0.0, 1, 1000)
     tri(**inputs).loss.backward()

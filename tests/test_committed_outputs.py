@@ -17,15 +17,8 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 REGENERATE = "run `python scripts/make_tables.py --readme && python scripts/make_figures.py` and commit the result"
 
 
-@pytest.fixture(scope="module")
-def scripts():
-    """make_tables and make_figures (scripts/ is on pytest's path): the figures reuse the tables' cached configs."""
-    return make_tables, make_figures
-
-
-def test_committed_tables_equal_a_fresh_build(scripts, tmp_path):
-    tables, _ = scripts
-    tables.build(ROOT / "results" / "runs", ROOT / "results" / "paper_reported.json", tmp_path)
+def test_committed_tables_equal_a_fresh_build(tmp_path):
+    make_tables.build(ROOT / "results" / "runs", ROOT / "results" / "paper_reported.json", tmp_path)
     fresh = {p.name: p.read_text() for p in tmp_path.iterdir()}
     committed = {p.name: p.read_text() for p in (ROOT / "results" / "tables").iterdir() if p.is_file()}
     assert sorted(committed) == sorted(fresh), REGENERATE
@@ -33,8 +26,8 @@ def test_committed_tables_equal_a_fresh_build(scripts, tmp_path):
     assert not stale, f"stale tables {stale}: {REGENERATE}"
 
 
-def test_committed_figures_are_the_set_the_records_give(scripts):
-    _, figures = scripts
+def test_committed_figures_are_the_set_the_records_give():
+    figures = make_figures
     records = figures.read_records(ROOT / "results" / "runs")
     figures.WRITE = False
     out = ROOT / "figures"
@@ -46,10 +39,9 @@ def test_committed_figures_are_the_set_the_records_give(scripts):
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
-def test_documents_include_the_committed_tables_and_link_only_existing_files(scripts, document):
-    tables, _ = scripts
+def test_documents_include_the_committed_tables_and_link_only_existing_files(document):
     text = document.read_text()
-    for match in tables.INCLUDE.finditer(text):
+    for match in make_tables.INCLUDE.finditer(text):
         included = (document.parent / match["path"]).read_text().strip()
         assert included in match[0], f"{document.name}: the block of {match['path']} is stale: {REGENERATE}"
     for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
