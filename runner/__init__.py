@@ -1,1 +1,10 @@
-"""The shared runner: data, metrics, backbones, the training loop and run records."""
+"""The shared runner: data, metrics, backbones, the training loop and run records.
+
+Importing it registers the config resolver ``${times:a,b}`` (a × b), with which an experiment sets T as a multiple
+of a task's ``cpu_steps`` (conf/experiment/schedule_length_3x.yaml)."""
+
+import math
+
+from omegaconf import OmegaConf
+
+OmegaConf.register_new_resolver("times", lambda *factors: math.prod(factors), replace=True)

@@ -8,6 +8,10 @@
   the task each sweep ran: the paper's RTE, or the CPU protocol's STS-B);
 - growth_timeline_<model>_<task>.png: total rank and k per growth event against steps, per mode, and (records
   that measured it) the mean relative change of the grown matrices' updates at each event;
+- schedule_gap_<model>.png: the schedule-length study, each method's paired gap to LoRA against T, one panel per task
+  (each seed a dot, the mean a line);
+- schedule_curves_<model>_<task>.png: the dev score against the step of each method at the study's longest T
+  (mean over seeds, min-max band);
 - ladder_<model>.png: the ablation ladder (ours), score per rung from TriAdaptLoRA linear to LoRA, per task,
   each seed a dot and the mean a line.
 Reads only JSON records (never a model).
@@ -28,8 +32,8 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 # One rule for which run fills a cell, shared with the tables (a sibling script: on the path when run).
-from make_tables import (LADDER, LADDER_TASKS, SWEEPS, protocol, read_records, runs_by_protocol, score,  # noqa: E402
-                         sensitivity_points)
+from make_tables import (LADDER, LADDER_TASKS, SCHEDULE_METHODS, SWEEPS, label, paired_gap, protocol,  # noqa: E402
+                         read_records, runs_by_protocol, schedule_runs, score, sensitivity_points)
 
 MATRICES = ["Wq", "Wk", "Wv", "Wa", "Wm", "Wo"]
 SUFFIXES = [("attention.output.dense", "Wa"), ("intermediate.dense", "Wm"), ("output.dense", "Wo"),
@@ -180,6 +184,64 @@ def ladder(records: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+def schedule_gap(records: list[dict], out: Path) -> list[Path]:
+    """The schedule-length study's answer: each method minus LoRA (paired per seed) against T, per task."""
+    study = schedule_runs(records)
+    paths = []
+    for model in sorted({m for m, _ in study}):
+        tasks = [t for m, t in sorted(study) if m == model]
+        if not WRITE:
+            paths.append(out / f"schedule_gap_{model}.png")
+            continue
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks), 3.8), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            by_steps = study[(model, task)]
+            for index, method in enumerate(SCHEDULE_METHODS[1:]):
+                points = [(steps, paired_gap(by_method, method)) for steps, by_method in sorted(by_steps.items())]
+                points = [(steps, gaps) for steps, gaps in points if gaps]
+                if not points:
+                    continue
+                colour = f"C{index}"
+                for steps, gaps in points:
+                    ax.scatter([steps] * len(gaps), gaps, color=colour, alpha=0.45, s=14)
+                ax.errorbar([p[0] for p in points], [np.mean(g) for _, g in points], marker="o", color=colour,
+                            yerr=[np.std(g, ddof=1) if len(g) > 1 else 0 for _, g in points], capsize=3,
+                            label=label(method))
+            ax.axhline(0, color="grey", linewidth=0.8)
+            ax.set_xscale("log")
+            ax.set(title=task, xlabel="T (optimizer steps, log scale)", ylabel="score − LoRA's, same seed (points)")
+            ax.legend(fontsize=7)
+        fig.suptitle(f"Gap to LoRA against the schedule length, {model}, CPU protocol at each T (mean ± std over seeds)")
+        paths.append(save(fig, out / f"schedule_gap_{model}.png"))
+    return paths
+
+
+def schedule_curves(records: list[dict], out: Path) -> list[Path]:
+    """Dev score against step at the longest T of the study, per method (mean over seeds, min-max band)."""
+    paths = []
+    for (model, task), by_steps in sorted(schedule_runs(records).items()):
+        steps = max(by_steps)
+        if not WRITE:
+            paths.append(out / f"schedule_curves_{model}_{task}.png")
+            continue
+        metric = next(r["metric"] for runs in by_steps[steps].values() for r in runs.values())
+        fig, ax = plt.subplots(figsize=(5.6, 3.6))
+        for method in SCHEDULE_METHODS:
+            runs = list(by_steps[steps].get(method, {}).values())
+            if not runs:
+                continue
+            curves = [{e["step"]: 100 * e["main"] for e in r["evaluations"]} for r in runs]
+            xs = sorted(set.intersection(*(set(c) for c in curves)))
+            values = np.array([[c[x] for x in xs] for c in curves])
+            ax.plot(xs, values.mean(axis=0), label=f"{label(method)} (n={len(runs)})")
+            ax.fill_between(xs, values.min(axis=0), values.max(axis=0), alpha=0.2)
+        ax.set(xlabel="optimizer step", ylabel=f"{task} dev {metric} (%)",
+               title=f"Dev score during training at T = {steps}, {task}, {model}")
+        ax.legend(fontsize=7)
+        paths.append(save(fig, out / f"schedule_curves_{model}_{task}.png"))
+    return paths
+
+
 def main():
     root = Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,7 +255,7 @@ def main():
         args.out.mkdir(parents=True, exist_ok=True)
     records = read_records(args.runs)
     for path in fig2(records, args.out) + sensitivity(records, args.out) + growth_timeline(records, args.out) + \
-            ladder(records, args.out):
+            ladder(records, args.out) + schedule_gap(records, args.out) + schedule_curves(records, args.out):
         print(path)
 
 

@@ -12,7 +12,8 @@ Reads only JSON records (never a model) and conf/ (to know each protocol's setti
 a table when its config is the one a protocol gives its cell: ``cpu`` (conf/experiment/cpu_protocol.yaml;
 for SQuAD, conf/experiment/table4.yaml, which adds its sequence length) or ``paper`` (the task's full
 epochs, Table V). Ad-hoc runs (other settings) are left out. Each cell is the mean ± std over seeds of
-the best dev score of each run, in percent.
+the best dev score of each run, in percent. The schedule-length study (conf/experiment/schedule_length*.yaml)
+gets its own two tables, one row per task and T: the CPU protocol's config but for T, never mixed with Table I.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ LADDER = [("triadapt_linear", "TriAdaptLoRA linear (the paper's)"),
           ("ladder5_lora_a_init", "A drawn as PEFT LoRA's (Kaiming-uniform)"),
           ("lora", "LoRA (PEFT): no middle factor")]
 LADDER_TASKS = ["mrpc", "stsb", "cola"]
+# The schedule-length study (issue 24, conf/experiment/schedule_length*.yaml): the CPU protocol at other Ts, these
+# methods, each paired with LoRA at the same T and seed. The protocol's own T comes from Table I's records.
+SCHEDULE_METHODS = ["lora", "triadapt_linear", "adalora", "increlora", "triadapt_linear_preserving"]
 # Figs. 3-5: the task setting each sensitivity sweep varies (conf/experiment/fig3.yaml ... fig5.yaml).
 SWEEPS = {"fig3": "warmup_steps", "fig4": "interval", "fig5": "r_ref"}
 MODEL_LABELS = {"minilm": "all-MiniLM-L6-v2 on CPU", "deberta_v3_base": "DeBERTaV3-base",
@@ -122,6 +126,64 @@ def runs_by_protocol(records: list[dict]) -> dict:
         if kind is not None:
             runs[(record["model"], kind)][record["method"]][record["task"]][record["seed"]] = record
     return runs
+
+
+def without_steps(config: dict) -> dict:
+    """A comparable config less T (``train.max_steps``), the one setting the schedule-length study varies."""
+    return {**config, "train": {k: v for k, v in config["train"].items() if k != "max_steps"}}
+
+
+def schedule_runs(records: list[dict]) -> dict:
+    """(model, task) -> T -> method -> seed -> record for the schedule-length study: runs of its methods whose config
+    is the CPU protocol's but for T, made by the study's sweeps (tag ``schedule_length``) or, at T = cpu_steps, Table
+    I's own records; of repeated runs, the newest. Only tasks with a run at a T other than the protocol's."""
+    runs = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for record in sorted(records, key=lambda r: r.get("finished_at", "")):
+        if record["method"] not in SCHEDULE_METHODS:
+            continue
+        expected = protocol_config("cpu", record["model"], record["method"], record["task"], record["seed"])
+        if expected is None or without_steps(comparable(record["config"])) != without_steps(expected):
+            continue
+        if record.get("tag") == "schedule_length" or record["steps"] == expected["train"]["max_steps"]:
+            runs[(record["model"], record["task"])][record["steps"]][record["method"]][record["seed"]] = record
+    return {key: by_steps for key, by_steps in runs.items() if len(by_steps) > 1}
+
+
+def steps_label(steps: int, cpu_steps: int, paper_steps: int) -> str:
+    """T with what it is: the CPU protocol's, a multiple of it, or the paper's (Table V's epochs, unscaled)."""
+    what = ("CPU protocol" if steps == cpu_steps else "paper" if steps == paper_steps
+            else f"{steps / cpu_steps:g} × CPU")
+    return f"{steps} ({what})"
+
+
+def paired_gap(runs: dict, method: str) -> list[float]:
+    """``method`` minus LoRA per seed both ran, at one T."""
+    a, b = runs.get(method, {}), runs.get("lora", {})
+    return [score(a[s]) - score(b[s]) for s in sorted(set(a) & set(b))]
+
+
+def schedule_tables(study: dict, model: str) -> tuple[tuple, tuple]:
+    """(scores, gaps) of one model's schedule-length study: the score of each method per task and T, mean ± std
+    over seeds; and each method's paired per-seed difference to LoRA at the same T with the verdict."""
+    tasks = [t for t in GLUE if (model, t) in study]
+    methods = [m for m in SCHEDULE_METHODS if any(m in by_method for t in tasks for by_method in study[(model, t)].values())]
+    scores, gaps = [], []
+    for task in tasks:
+        by_steps = study[(model, task)]
+        any_record = next(iter(next(iter(next(iter(by_steps.values())).values())).values()))
+        cpu_steps = protocol_config("cpu", model, any_record["method"], task, 0)["task"]["cpu_steps"]
+        paper_steps = any_record["schedule"]["paper_steps"]
+        for steps, by_method in sorted(by_steps.items()):
+            when = steps_label(steps, cpu_steps, paper_steps)
+            scores.append([task, when, f"{steps / paper_steps:.2f}",
+                           *[cell([score(r) for r in by_method.get(m, {}).values()], 3) for m in methods]])
+            for method in methods[1:]:
+                diffs = paired_gap(by_method, method)
+                if diffs:
+                    said = verdict(diffs).replace("does not hold", "behind").replace("holds", "ahead")
+                    gaps.append([task, when, label(method), ", ".join(f"{d:+.2f}" for d in diffs), cell(diffs), said])
+    return ((["task", "T (steps)", "T / T_paper", *[label(m) for m in methods]], scores),
+            (["task", "T (steps)", "method", "per-seed difference to LoRA", "mean ± std", "verdict"], gaps))
 
 
 def sensitivity_points(records: list[dict], tag: str) -> dict:
@@ -359,6 +421,16 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
         squad = {m: by_method[m]["squad_v2"] for m in TABLE4 if by_method.get(m, {}).get("squad_v2")}
         if squad:
             sections.append((f"table4_{stem}", squad_caption(model, kind, squad), squad_table(squad, paper4)))
+    study = schedule_runs(records)
+    for model in sorted({m for m, _ in study}):
+        scores, gaps = schedule_tables(study, model)
+        where = (f"{MODEL_LABELS.get(model, model)}, the CPU protocol (cpu_lr, length-grouped batches, every step-based "
+                 f"schedule scaled by T / T_paper) at several T, GLUE dev, best dev score per run (%)")
+        sections += [(f"schedule_length_{model}", f"**The schedule-length study.** {where}, mean ± std over seeds "
+                      f"(n = the seeds a cell has when fewer than 3). The CPU-protocol rows are Table I's records.", scores),
+                     (f"schedule_gaps_{model}", f"**Gap to LoRA against T.** {where}: each method minus LoRA, paired per "
+                      f"seed at the same T; \"ahead\"/\"behind\" when every seed agrees and the mean is more than one "
+                      f"std from 0.", gaps)]
     for name, caption, (header, rows) in sections + sensitivity_sections(records):
         if not rows:
             continue
@@ -367,7 +439,7 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
         path.with_suffix(".tex").write_text(f"% {caption.replace('**', '')}\n" + latex(header, rows))
         written.append(path)
     for stale in out_dir.iterdir():  # a table no record supports any more (e.g. its protocol changed)
-        table = re.fullmatch(r"(table[1-4]|claims|headline|ladder|fig[3-5])_.+\.(md|tex)", stale.name)
+        table = re.fullmatch(r"(table[1-4]|claims|headline|ladder|schedule_length|schedule_gaps|fig[3-5])_.+\.(md|tex)", stale.name)
         if table and stale.with_suffix(".md") not in written:
             stale.unlink()
     return written

@@ -8,6 +8,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+import runner  # noqa: F401 - registers the config resolvers (${times:...}) before any compose
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA_DIR = Path(os.environ.get("TRIADAPT_DATA_DIR", ROOT.parent / "shared" / "data"))

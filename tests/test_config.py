@@ -65,11 +65,15 @@ EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml
 def test_every_experiment_composes_on_the_cpu_protocol(experiment):
     cfg = compose_config(f"+experiment={experiment}")
     assert cfg.model.name == "minilm" and cfg.skip_existing and cfg.train.group_by_length
-    if experiment == "schedule_length":  # the paper's T, records kept apart from the protocol's
-        assert cfg.train.max_steps is None and cfg.results_dir == "results/runs/schedule_length"
-        experiment_file = OmegaConf.load(ROOT / "conf" / "experiment" / "schedule_length.yaml")
-        subdir = OmegaConf.to_container(experiment_file)["hydra"]["sweep"]["subdir"]
+    if experiment.startswith("schedule_length"):  # the paper's T or 3 x cpu_steps, records kept apart
+        expected_steps = 3 * cfg.task.cpu_steps if experiment == "schedule_length_3x" else None
+        assert cfg.train.max_steps == expected_steps and cfg.results_dir == "results/runs/schedule_length"
+        assert cfg.tag == "schedule_length"  # make_tables counts a T other than the protocol's by this tag
+        sweep = lambda name: OmegaConf.to_container(  # noqa: E731
+            OmegaConf.load(ROOT / "conf" / "experiment" / f"{name}.yaml")).get("hydra", {}).get("sweep", {})
+        subdir = sweep(experiment).get("subdir") or sweep("schedule_length")["subdir"]
         assert "seed" in subdir and "job" not in subdir  # one fixed folder per cell: a relaunch resumes it
+        assert experiment != "schedule_length_3x" or "max_steps" in subdir  # and no T shares a folder
     else:
         assert cfg.train.max_steps == cfg.task.cpu_steps and cfg.results_dir == "results/runs"
     assert {"table1", "table2", "table3", "table4", "fig2", "fig3", "fig4", "fig5"} <= set(EXPERIMENTS)
