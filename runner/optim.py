@@ -6,7 +6,7 @@ from torch import nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
-NEW_GROUP_SCHEDULES = ("own_warmup", "global")
+from runner.settings import NEW_GROUP_SCHEDULES
 
 
 def warmup_then_decay(warmup: int, total: int, start: int = 0):
@@ -39,12 +39,16 @@ def add_param_group(optimizer, scheduler: LambdaLR, params: list[nn.Parameter], 
     """Give parameters created at ``step`` to the optimizer as a new group, and teach the scheduler.
 
     ``own_warmup`` (IncreLoRA's schedule): a warm-up of ``warmup`` steps from the group's birth, then
-    linear decay to 0 at ``total``. ``global``: the group follows the run's schedule. Existing groups
-    and their AdamW state are untouched.
+    linear decay to 0 at ``total``. ``own_warmup_capped`` (ours): the same, but never above the run's schedule
+    at that step, so a unit born late does not train hotter than the units already there. ``global``: the group
+    follows the run's schedule. Existing groups and their AdamW state are untouched.
     """
     if schedule not in NEW_GROUP_SCHEDULES:
         raise ValueError(f"new-group schedule {schedule!r}; valid: {', '.join(NEW_GROUP_SCHEDULES)}")
-    factor = warmup_then_decay(warmup, total, start=step if schedule == "own_warmup" else 0)
+    run_factor = warmup_then_decay(warmup, total)
+    own_factor = warmup_then_decay(warmup, total, start=step)
+    factor = {"own_warmup": own_factor, "global": run_factor,
+              "own_warmup_capped": lambda t: min(own_factor(t), run_factor(t))}[schedule]
     peak = optimizer.defaults["lr"]
     optimizer.add_param_group({"params": params, "weight_decay": weight_decay,
                                "initial_lr": peak, "lr": peak * factor(scheduler.last_epoch)})

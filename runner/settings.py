@@ -54,6 +54,7 @@ def choice(*values) -> tuple[Callable, str]:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+NEW_GROUP_SCHEDULES = ("own_warmup", "own_warmup_capped", "global")  # runner.optim.add_param_group
 
 # Settings outside a method or task, by their dotted key.
 RUN_RULES = {
@@ -83,6 +84,7 @@ METHOD_RULES = {
     "beta2": number(0, 1, high_open=True),
     "orth_reg_weight": number(0),
     "lr": number(0, 1, low_open=True),
+    "new_group_schedule": choice(*NEW_GROUP_SCHEDULES),
 }
 TASK_RULES = {
     **{key: integer(1) for key in ("batch_size", "epochs", "max_seq_length", "cpu_steps", "r_ref", "delta_r",

@@ -284,3 +284,23 @@ def test_the_papers_growth_changes_the_logits(tiny_model, tiny_batch):
     before = tri(**tiny_batch).logits
     tri.grow(4)
     assert (tri(**tiny_batch).logits - before).abs().max() > 1e-3
+
+
+def test_a_capped_newborn_group_never_trains_hotter_than_the_run():
+    """own_warmup_capped (ours): min(own warm-up then decay, the run's schedule). Warm-up 2, T = 12, birth at 4:
+    own 1/2, 1, 5/6 at steps 5-7 against the run's 7/10, 6/10, 5/10 -> 1/2, 6/10, 5/10; own_warmup keeps 1, 5/6."""
+    from torch import nn
+
+    rates = {}
+    for schedule in ("own_warmup", "own_warmup_capped"):
+        old, new = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+        optimizer, scheduler = build_optimizer(nn.ParameterList([old]), lr=1.0, weight_decay=0.0, warmup=2, total=12)
+        for _ in range(4):
+            optimizer.step(); scheduler.step()
+        add_param_group(optimizer, scheduler, [new], step=4, weight_decay=0.0, warmup=2, total=12, schedule=schedule)
+        rates[schedule] = []
+        for _ in range(3):
+            optimizer.step(); scheduler.step()
+            rates[schedule] += [optimizer.param_groups[0]["lr"], optimizer.param_groups[-1]["lr"]]
+    assert rates["own_warmup_capped"] == pytest.approx([0.7, 0.5, 0.6, 0.6, 0.5, 0.5])
+    assert rates["own_warmup"][1::2] == pytest.approx([0.5, 1.0, 5 / 6])
