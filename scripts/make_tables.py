@@ -60,6 +60,9 @@ LADDER_TASKS = ["mrpc", "stsb", "cola"]
 # The schedule-length study (issue 24, conf/experiment/schedule_length*.yaml): the CPU protocol at other Ts, these
 # methods, each paired with LoRA at the same T and seed. The protocol's own T comes from Table I's records.
 SCHEDULE_METHODS = ["lora", "triadapt_linear", "adalora", "increlora", "triadapt_linear_preserving"]
+# Options of ours tried against the protocol's value, one sweep each (conf/experiment/<tag>.yaml): tag -> the
+# dotted key the sweep sets. Each run is paired per seed with the protocol's cell of the same method and task.
+OPTION_SWEEPS = {"lr_cap": "method.new_group_schedule"}
 # Figs. 3-5: the task setting each sensitivity sweep varies (conf/experiment/fig3.yaml ... fig5.yaml).
 SWEEPS = {"fig3": "warmup_steps", "fig4": "interval", "fig5": "r_ref"}
 MODEL_LABELS = {"minilm": "all-MiniLM-L6-v2 on CPU", "deberta_v3_base": "DeBERTaV3-base",
@@ -184,6 +187,35 @@ def schedule_tables(study: dict, model: str) -> tuple[tuple, tuple]:
                     gaps.append([task, when, label(method), ", ".join(f"{d:+.2f}" for d in diffs), cell(diffs), said])
     return ((["task", "T (steps)", "T / T_paper", *[label(m) for m in methods]], scores),
             (["task", "T (steps)", "method", "per-seed difference to LoRA", "mean ± std", "verdict"], gaps))
+
+
+def option_runs(records: list[dict], tag: str) -> dict:
+    """(model, method, task, value) -> seed -> record of sweep ``tag``: its runs whose config is the CPU protocol's
+    but for the sweep's key; of repeated runs, the newest."""
+    group, key = OPTION_SWEEPS[tag].split(".")
+    runs = defaultdict(dict)
+    for record in sorted(records, key=lambda r: r.get("finished_at", "")):
+        expected = protocol_config("cpu", record["model"], record["method"], record["task"], record["seed"])
+        if record.get("tag") != tag or expected is None:
+            continue
+        config = comparable(record["config"])
+        value = config[group].get(key)
+        if {**config, group: {**config[group], key: expected[group].get(key)}} == expected:
+            runs[(record["model"], record["method"], record["task"], value)][record["seed"]] = record
+    return runs
+
+
+def option_table(option: dict, protocol_runs: dict, key: str) -> tuple[list[str], list[list[str]]]:
+    """Each (method, task, value) of an option sweep: its score, the protocol cell's, and the per-seed difference."""
+    rows = []
+    for (model, method, task, value), runs in sorted(option.items()):
+        base = protocol_runs.get((model, "cpu"), {}).get(method, {}).get(task, {})
+        diffs = [score(runs[s]) - score(base[s]) for s in sorted(set(runs) & set(base))]
+        rows.append([method, task, f"{key}={value}", cell([score(r) for r in runs.values()]),
+                     cell([score(base[s]) for s in sorted(set(runs) & set(base))]),
+                     ", ".join(f"{d:+.2f}" for d in diffs) or "–", cell(diffs), verdict(diffs) if diffs else "–"])
+    return ["method", "task", "option (ours)", "score", "protocol's score, same seeds", "per-seed difference",
+            "mean ± std", "verdict"], rows
 
 
 def sensitivity_points(records: list[dict], tag: str) -> dict:
@@ -431,6 +463,14 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
                      (f"schedule_gaps_{model}", f"**Gap to LoRA against T.** {where}: each method minus LoRA, paired per "
                       f"seed at the same T; \"ahead\"/\"behind\" when every seed agrees and the mean is more than one "
                       f"std from 0.", gaps)]
+    for tag, key in OPTION_SWEEPS.items():
+        option = option_runs(records, tag)
+        for model in sorted({m for m, *_ in option}):
+            sections.append((f"option_{tag}_{model}", f"**{key} against the protocol's value (ours, "
+                             f"conf/experiment/{tag}.yaml).** {MODEL_LABELS.get(model, model)}, cpu protocol, GLUE dev, "
+                             f"best dev score per run (%), mean ± std; the difference is paired per seed with Table I's "
+                             f"record of the same method and task.",
+                             option_table({k: v for k, v in option.items() if k[0] == model}, runs, key)))
     for name, caption, (header, rows) in sections + sensitivity_sections(records):
         if not rows:
             continue
@@ -439,7 +479,7 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
         path.with_suffix(".tex").write_text(f"% {caption.replace('**', '')}\n" + latex(header, rows))
         written.append(path)
     for stale in out_dir.iterdir():  # a table no record supports any more (e.g. its protocol changed)
-        table = re.fullmatch(r"(table[1-4]|claims|headline|ladder|schedule_length|schedule_gaps|fig[3-5])_.+\.(md|tex)", stale.name)
+        table = re.fullmatch(r"(table[1-4]|claims|headline|ladder|schedule_length|schedule_gaps|option_[a-z_]+|fig[3-5])_.+\.(md|tex)", stale.name)
         if table and stale.with_suffix(".md") not in written:
             stale.unlink()
     return written

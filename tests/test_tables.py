@@ -239,3 +239,31 @@ def test_schedule_length_tables_match_the_golden_files(tmp_path):
                              "--out", str(tmp_path / "figures"), "--list"], check=True, capture_output=True, text=True)
     assert {Path(line).name for line in listed.stdout.split()} >= {"schedule_gap_minilm.png",
                                                                      "schedule_curves_minilm_mrpc.png"}
+
+
+def test_an_option_sweep_is_paired_with_the_protocol_cell_of_each_seed(tmp_path):
+    """lr_cap (method.new_group_schedule=own_warmup_capped): 85, 86 against Table I's 84, 83 -> +1, +3, 2.00 ± 1.41,
+    "holds"; a capped run that also changed the lr is not the sweep's, and Table I's seed 2 has no partner."""
+    import copy
+
+    tables = _make_tables()
+    base = {"model": "minilm", "method": "triadapt_nonlinear", "task": "stsb"}
+    for seed, (capped, protocol) in enumerate([(0.85, 0.84), (0.86, 0.83), (None, 0.80)]):
+        config = tables.protocol_config("cpu", "minilm", "triadapt_nonlinear", "stsb", seed)
+        _write(tmp_path / f"table1-{seed}.json", {**base, "seed": seed, "tag": "table1"}, config,
+               "2026-01-01T00:00:00+00:00", protocol)
+        if capped is None:
+            continue
+        variant = copy.deepcopy(config)
+        variant["method"]["new_group_schedule"] = "own_warmup_capped"
+        _write(tmp_path / f"cap-{seed}.json", {**base, "seed": seed, "tag": "lr_cap"}, variant,
+               "2026-01-01T00:00:00+00:00", capped)
+        variant = copy.deepcopy(variant)
+        variant["train"]["lr"] = 1e-4
+        _write(tmp_path / f"cap-lr-{seed}.json", {**base, "seed": seed, "tag": "lr_cap"}, variant,
+               "2026-01-02T00:00:00+00:00", 0.10)
+    records = tables.read_records(tmp_path)
+    option = tables.option_runs(records, "lr_cap")
+    _, rows = tables.option_table(option, tables.runs_by_protocol(records), "method.new_group_schedule")
+    assert rows == [["triadapt_nonlinear", "stsb", "method.new_group_schedule=own_warmup_capped", "85.50 ± 0.71",
+                     "83.50 ± 0.71", "+1.00, +3.00", "2.00 ± 1.41", "holds"]]
