@@ -49,6 +49,10 @@ def number(low: float, high: float | None = None, low_open: bool = False, high_o
     return check, allowed + (", or null" if optional else "")
 
 
+def boolean() -> tuple[Callable, str]:
+    return (lambda v: isinstance(v, bool)), "true or false"
+
+
 def choice(*values) -> tuple[Callable, str]:
     return (lambda v: v in values), "one of " + ", ".join(map(str, values))
 
@@ -72,6 +76,7 @@ RUN_RULES = {
     "train.checkpoint_every": integer(1, optional=True),
     "train.threads": integer(1, 1024, optional=True),
     "train.precision": choice(*PRECISIONS),
+    "train.fused_adamw": boolean(),
 }
 # A method's or task's numeric settings, by key, wherever that method or task has them.
 METHOD_RULES = {

@@ -134,7 +134,8 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     method.replica_mean = replicas.mean
     set_trainable(method.model, list(cfg.model.head_modules))
     trainable_at_start = count_trainable(method.model)
-    optimizer, scheduler = build_optimizer(method.model, train_cfg.lr, train_cfg.weight_decay, warmup, total_steps)
+    optimizer, scheduler = build_optimizer(method.model, train_cfg.lr, train_cfg.weight_decay, warmup, total_steps,
+                                           train_cfg.fused_adamw)
 
     # 4. Resume: a folder holding a checkpoint of this very config continues from it, bit for bit.
     #    Replicas share rank 0's folder; only rank 0 writes to it.

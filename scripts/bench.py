@@ -86,12 +86,13 @@ def build(method: str, name: str, dropout: float, T: int) -> Method:
         return Method(model)
     if method == "peft_lora":
         return LoRA(model, targets, r=8, alpha=16, dropout=dropout)
-    if method in ("triadapt", "triadapt_shared_dropout"):  # at its final budget: rank 8 everywhere
+    if method in ("triadapt", "triadapt_shared_dropout", "triadapt_uniform_dropout"):  # final budget: rank 8 everywhere
         names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
                  and any(n.endswith("." + t) for t in targets)]
         config = TriAdaptConfig(target_modules=targets, total_steps=T, dropout=dropout, alpha=16,
                                 growth_blocks={n: [1, 7] for n in names},
-                                share_dropout_masks=method == "triadapt_shared_dropout")
+                                share_dropout_masks=method == "triadapt_shared_dropout",
+                                dropout_sampler="uniform" if method == "triadapt_uniform_dropout" else "bernoulli")
         tri = TriAdaptModel(model, config)
         method_obj = Method(tri)
         method_obj.regularizer = tri.orthogonal_regularizer
@@ -140,7 +141,7 @@ def step_times(name: str, inputs: list[dict], dropout: float, args) -> dict:
     methods = {m: build(m, name, dropout, T=args.steps + args.warmup + 10) for m in args.methods}
     for meth in methods.values():
         meth.model.train()
-    optimizers = {m: (build_optimizer(meth.model, 1e-4, 0.0, 1, 10 ** 6)[0] if any(
+    optimizers = {m: (build_optimizer(meth.model, 1e-4, 0.0, 1, 10 ** 6, fused=args.fused_adamw)[0] if any(
         p.requires_grad for p in meth.model.parameters()) else None) for m, meth in methods.items()}
     times = {m: [] for m in methods}
     for step in range(args.warmup + args.steps):
@@ -303,7 +304,10 @@ def main(argv=None) -> Path:
     parser.add_argument("--lengths", nargs="+", type=int, default=[64, 128, 256])
     parser.add_argument("--dropouts", nargs="+", type=float, default=[0.0, 0.1])
     parser.add_argument("--methods", nargs="+", default=["floor", "full_ft", "peft_lora", "triadapt",
-                                                         "triadapt_shared_dropout", "adalora", "increlora"])
+                                                         "triadapt_shared_dropout", "triadapt_uniform_dropout",
+                                                         "adalora", "increlora"])
+    parser.add_argument("--fused-adamw", action="store_true", help="every method's AdamW as torch's fused kernel "
+                        "(train.fused_adamw=true); default: foreach, as the runner")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from triadapt import TriAdaptLinear
-from triadapt.layer import SharedInputDropout
+from triadapt.layer import SharedInputDropout, UniformMaskDropout, make_dropout
 
 
 def unpack_lower(packed_blocks, r):
@@ -146,3 +146,24 @@ def test_shared_dropout_reuses_the_mask_only_for_the_same_input():
     assert set(first.unique().tolist()) == {0.0, 2.0}
     drop.eval()
     assert drop(x) is x
+
+
+def test_uniform_mask_dropout_keeps_1_minus_p_scaled_and_passes_gradient_through_the_mask():
+    """rand >= p keeps an entry with probability 1 - p, scaled by 1/(1-p) (E = x); the gradient is the mask itself.
+    p = 0.3 over 10^5 entries: kept fraction 0.7 within 0.005 (about 3.5 std)."""
+    torch.manual_seed(0)
+    drop = UniformMaskDropout(0.3)
+    x = torch.ones(100_000, requires_grad=True)
+    y = drop(x)
+    assert y.detach().unique().tolist() == pytest.approx([0.0, 1 / 0.7])
+    assert abs((y > 0).float().mean().item() - 0.7) < 0.005
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())
+    drop.eval()
+    assert drop(x) is x
+    shared = SharedInputDropout(0.5, "uniform")
+    first = shared(x)
+    assert shared(x) is first and set(first.detach().unique().tolist()) == {0.0, 2.0}
+    assert isinstance(make_dropout(0.0, "uniform"), torch.nn.Identity)
+    with pytest.raises(ValueError, match="dropout_sampler='gauss' is not valid; choose one of: bernoulli, uniform"):
+        make_dropout(0.1, "gauss")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .importance import NORMALIZATIONS
-from .layer import A_INITS
+from .layer import A_INITS, DROPOUT_SAMPLERS
 from .schedule import MODES, ROUNDINGS, growth_steps
 
 
@@ -40,6 +40,9 @@ class TriAdaptConfig:
     # One dropout mask per input tensor, shared by the matrices that read it (Wq, Wk, Wv): fewer masks to
     # draw, each matrix still sees dropout(p), but their masks are then equal. Off by default.
     share_dropout_masks: bool = False
+    # How the dropout mask is drawn: bernoulli (nn.Dropout) | uniform (rand >= p: the same distribution from another
+    # random stream, about half the cost on CPU; ours, off by default)
+    dropout_sampler: str = "bernoulli"
     init_std: float = 0.02  # N(0, init_std) for A, L, U and every new unit
     mode: str = "linear"  # linear | nonlinear | fixed_k
     fixed_k: int = 3  # k of the fixed_k mode
@@ -74,6 +77,7 @@ class TriAdaptConfig:
         _check_choice("scaling", self.scaling, SCALINGS)
         _check_choice("a_init", self.a_init, A_INITS)
         _check_choice("middle_init", self.middle_init, MIDDLE_INITS)
+        _check_choice("dropout_sampler", self.dropout_sampler, DROPOUT_SAMPLERS)
         if self.parametrization == "authors_code" and (self.scaling, self.middle_init) != ("current_rank", "gaussian"):
             raise ValueError(f"parametrization='authors_code' sets the scale and the middle factor itself; leave "
                              f"scaling (got {self.scaling!r}) and middle_init (got {self.middle_init!r}) at their defaults")
@@ -104,7 +108,7 @@ class TriAdaptConfig:
 
     def layer_options(self) -> dict:
         """Keyword arguments of ``TriAdaptLinear`` that this parametrisation and these ablations imply."""
-        preserve = {"preserve_function": self.preserve_function_at_growth}
+        preserve = {"preserve_function": self.preserve_function_at_growth, "dropout_sampler": self.dropout_sampler}
         if self.parametrization == "authors_code":
             return {"a_init": self.a_init, "middle_diagonal": 1.0, "new_b": "zeros", "fixed_scale": 2.0, **preserve}
         return {"a_init": self.a_init, "middle_diagonal": 0.5 if self.middle_init == "identity" else None,

@@ -74,7 +74,7 @@ class TriAdaptModel(nn.Module):
             self.layer_names.append(name)
         self.shared_dropout = None
         if config.share_dropout_masks and config.dropout > 0:
-            self.shared_dropout = SharedInputDropout(config.dropout)
+            self.shared_dropout = SharedInputDropout(config.dropout, config.dropout_sampler)
             for layer in self.layers():
                 layer.dropout = self.shared_dropout
         self.previous_norms = self._normalized_norms()
