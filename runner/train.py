@@ -141,8 +141,8 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     #    Replicas share rank 0's folder; only rank 0 writes to it.
     output_dir = Path(replicas.broadcast_object(str(output_dir)))
     meta = {"command": records.command_line(), "config": OmegaConf.to_container(cfg, resolve=True),
-            "evaluations": [], "growth_steps": [], "wall_time_s": 0.0, "resumed_at": [], "replica_checks": [],
-            "grad_scaler": {}}
+            "evaluations": [], "growth_steps": [], "wall_time_s": 0.0, "train_time_s": 0.0,
+            "train_time_at_evaluations_s": [], "resumed_at": [], "replica_checks": [], "grad_scaler": {}}
     start_step = 0
     resume_dir = find_resumable(output_dir, cfg.resume, meta["config"])
     if cfg.resume and resume_dir is None:
@@ -192,6 +192,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
                     initial=start_step, total=total_steps, disable=not replicas.is_main)
     with logging_redirect_tqdm():  # log lines (evaluations, growth) print above the progress bar, and go to run.log
         for step in progress:
+            step_started = time.perf_counter()  # training time, evaluation and checkpoints excluded (scripts/race.py)
             losses = torch.zeros(2, dtype=torch.float64)  # task loss, regularizer: this step's means
             for micro in range(train_cfg.grad_accum):
                 batch, weight = replicas.shard(next(batches))
@@ -226,6 +227,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step_log.writerow([step, f"{loss_sum:.6f}", f"{reg_sum:.6f}", f"{lr:.6g}", f"{grad_norm:.4f}"])
+            meta["train_time_s"] += time.perf_counter() - step_started
 
             done = step + 1
             if done % eval_every == 0 or done == total_steps:
@@ -237,6 +239,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
                 method.model.train()
                 last_main = metrics[next(iter(metrics))][task.metric]
                 evaluations.append({"step": done, "epoch": done / steps_per_epoch, "metrics": metrics, "main": last_main})
+                meta["train_time_at_evaluations_s"].append(round(meta["train_time_s"], 2))
                 log.info(f"step {done}/{total_steps}: dev {task.metric} {last_main:.4f}")
             if replicas.is_main and (done % checkpoint_every == 0 or done == total_steps):
                 log_file.flush()
@@ -268,6 +271,9 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         "schedule": {"paper_steps": paper_steps, "steps_per_epoch": steps_per_epoch, "scale": factor,
                      "warmup_steps": warmup, "eval_every": eval_every},
         "wall_time_s": round(meta["wall_time_s"] + time.time() - started, 1),  # this process plus earlier segments
+        # seconds spent in training steps (evaluations, checkpoints and loading excluded), in all, and by each evaluation
+        "train_time_s": round(meta["train_time_s"], 1),
+        "train_time_at_evaluations_s": meta["train_time_at_evaluations_s"],
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "trainable_parameters": {"at_start": trainable_at_start, "at_end": count_trainable(method.model)},
         "metric": task.metric,

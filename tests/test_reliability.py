@@ -23,7 +23,8 @@ from tests.conftest import ROOT, compose_config
 RUN_ARGS = ["task=rte", "model=tiny_deberta", "train.max_steps=30", "train.batch_size=16", "task.max_seq_length=64",
             "train.eval_every=10", "train.checkpoint_every=10", "train.eval_batch_size=300",
             "train.threads=1"]  # one thread each: the uninterrupted run goes beside the killed one
-TIME_FIELDS = {"wall_time_s", "finished_at", "command", "resumed_at", "output_dir"}
+TIME_FIELDS = {"wall_time_s", "train_time_s", "train_time_at_evaluations_s", "finished_at", "command", "resumed_at",
+               "output_dir"}
 
 
 def launch(method, run_dir, results, data_dir, extra=()):
