@@ -218,6 +218,50 @@ def option_table(option: dict, protocol_runs: dict, key: str) -> tuple[list[str]
             "mean ± std", "verdict"], rows
 
 
+def perturbation_runs(records: list[dict]) -> dict:
+    """(model, method as labelled, task, T) -> seed -> record, for every record that measured what its growth events
+    change (issue 25): the protocol's, the schedule-length study's and the option sweeps' runs."""
+    study = {id(r) for by_steps in schedule_runs(records).values() for by_method in by_steps.values()
+             for runs in by_method.values() for r in runs.values()}
+    options = {id(r): tag for tag in OPTION_SWEEPS for runs in option_runs(records, tag).values() for r in runs.values()}
+    runs = defaultdict(dict)
+    for record in sorted(records, key=lambda r: r.get("finished_at", "")):
+        history = record.get("method_state", {}).get("growth_history") or []
+        if not any("delta_w_change" in e for e in history):
+            continue
+        if id(record) in options:
+            name = f"{label(record['method'])}, {options[id(record)]} (ours)"
+        elif id(record) in study or protocol(record) == "cpu":
+            name = label(record["method"])
+        else:
+            continue
+        runs[(record["model"], name, record["task"], record["steps"])][record["seed"]] = record
+    return runs
+
+
+def perturbation_table(runs: dict) -> tuple[list[str], list[list[str]]]:
+    """Per (method, task, T): what a growth event does, averaged over the grown matrices of an event and then over
+    seeds: the relative change of each grown matrix's update ||dW' - dW|| / ||dW|| at the first event and at the
+    median event, and the mean training loss over the steps after an event minus the steps before it."""
+    rows = []
+    for (model, name, task, steps), by_seed in sorted(runs.items()):
+        firsts, medians, jumps, events = [], [], [], []
+        for record in by_seed.values():
+            changes = [statistics.mean(v for v in e["delta_w_change"].values() if v is not None)
+                       for e in record["method_state"]["growth_history"]
+                       if any(v is not None for v in e.get("delta_w_change", {}).values())]
+            firsts.append(changes[0])
+            medians.append(statistics.median(changes))
+            events.append(len(changes))
+            losses = record.get("growth_losses") or []
+            jumps += [e["loss_after"] - e["loss_before"] for e in losses if e["loss_before"] is not None
+                      and e["loss_after"] is not None]
+        rows.append([name, task, str(steps), f"{statistics.mean(events):g}", cell(firsts), cell(medians),
+                     f"{statistics.mean(jumps):+.3f}" if jumps else "–", str(len(by_seed))])
+    return ["method", "task", "T", "events per run", "ΔW change, first event", "ΔW change, median event",
+            "loss after − before an event (mean)", "runs"], rows
+
+
 def sensitivity_points(records: list[dict], tag: str) -> dict:
     """(model, task, method) -> swept value -> scores (%) of sweep ``tag``: the sweep's own runs, plus the
     protocol's runs of the same methods, tasks and seeds (a point at the default value is the protocol's cell,
@@ -463,6 +507,15 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
                      (f"schedule_gaps_{model}", f"**Gap to LoRA against T.** {where}: each method minus LoRA, paired per "
                       f"seed at the same T; \"ahead\"/\"behind\" when every seed agrees and the mean is more than one "
                       f"std from 0.", gaps)]
+    perturbation = perturbation_runs(records)
+    for model in sorted({m for m, *_ in perturbation}):
+        sections.append((f"growth_perturbation_{model}", f"**What a growth event changes (issue 25).** "
+                         f"{MODEL_LABELS.get(model, model)}, every record that measured it. ΔW change: ||ΔW after − ΔW "
+                         f"before||_F / ||ΔW before||_F of each grown matrix, averaged over the matrices of an event, "
+                         f"mean ± std over runs (1.00 = a change as large as everything the matrix had learned). "
+                         f"Loss: the mean training loss of the few steps after an event minus those before it (training lowers "
+                         f"it between the two windows anyway: compare rows, not with 0).",
+                         perturbation_table({k: v for k, v in perturbation.items() if k[0] == model})))
     for tag, key in OPTION_SWEEPS.items():
         option = option_runs(records, tag)
         for model in sorted({m for m, *_ in option}):
@@ -479,7 +532,7 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
         path.with_suffix(".tex").write_text(f"% {caption.replace('**', '')}\n" + latex(header, rows))
         written.append(path)
     for stale in out_dir.iterdir():  # a table no record supports any more (e.g. its protocol changed)
-        table = re.fullmatch(r"(table[1-4]|claims|headline|ladder|schedule_length|schedule_gaps|option_[a-z_]+|fig[3-5])_.+\.(md|tex)", stale.name)
+        table = re.fullmatch(r"(table[1-4]|claims|headline|ladder|schedule_length|schedule_gaps|option_[a-z_]+|growth_perturbation|fig[3-5])_.+\.(md|tex)", stale.name)
         if table and stale.with_suffix(".md") not in written:
             stale.unlink()
     return written

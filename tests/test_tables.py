@@ -267,3 +267,18 @@ def test_an_option_sweep_is_paired_with_the_protocol_cell_of_each_seed(tmp_path)
     _, rows = tables.option_table(option, tables.runs_by_protocol(records), "method.new_group_schedule")
     assert rows == [["triadapt_nonlinear", "stsb", "method.new_group_schedule=own_warmup_capped", "85.50 ± 0.71",
                      "83.50 ± 0.71", "+1.00, +3.00", "2.00 ± 1.41", "holds"]]
+
+
+def test_perturbation_rows_average_matrices_then_events_then_runs():
+    """Seed 0: events {1.0, 0.5} and {0.2} -> 0.75, 0.2 (first 0.75, median 0.475); seed 1: {0.25}, {0.5} and an
+    event with nothing learned yet (None, skipped) -> first 0.25, median 0.375. Firsts 0.50 ± 0.35, medians 0.42 ±
+    0.07; loss jumps -0.1, +0.2, +0.1 -> +0.067."""
+    tables = _make_tables()
+    event = lambda step, **changes: {"step": step, "delta_w_change": changes}  # noqa: E731
+    runs = {("minilm", "triadapt_linear", "mrpc", 300): {
+        0: {"method_state": {"growth_history": [event(18, a=1.0, b=0.5), event(27, a=0.2)]},
+            "growth_losses": [{"loss_before": 1.0, "loss_after": 0.9}, {"loss_before": 0.8, "loss_after": 1.0}]},
+        1: {"method_state": {"growth_history": [event(18, a=0.25), event(27, a=0.5), event(36, a=None)]},
+            "growth_losses": [{"loss_before": 0.5, "loss_after": 0.6}]}}}
+    _, rows = tables.perturbation_table(runs)
+    assert rows == [["triadapt_linear", "mrpc", "300", "2", "0.50 ± 0.35", "0.42 ± 0.07", "+0.067", "2"]]
