@@ -297,6 +297,28 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measurement_header(script: str, argv, args) -> dict:
+    """What a timing record starts with (command, commit, versions, machine, settings, load); refuses a busy machine
+    unless ``args.allow_busy``, and then marks the record. Shared with scripts/race.py."""
+    load = os.getloadavg()[0]
+    if load > BUSY_LOAD and not args.allow_busy:
+        raise SystemExit(f"error: the 1-minute load average is {load:.2f} (> {BUSY_LOAD}): other work shares the CPU "
+                         f"and would distort every timing; wait until it is done, or pass --allow-busy to mark the record")
+    return {"command": " ".join(["python", f"scripts/{script}", *(argv if argv is not None else sys.argv[1:])]),
+            "git": records.git_state(ROOT), "packages": records.package_versions(), "machine": records.machine(),
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "load_average_at_start": load, "busy": load > BUSY_LOAD}
+
+
+def write_measurement(result: dict, out: Path, suffix: str, table: str) -> Path:
+    """<out>/<UTC time><suffix>.json and its Markdown table beside it; prints the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = records.write_new_json(result, out, datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + suffix)
+    (out / f"{path.stem}.md").write_text(table)
+    print(table)
+    return path
+
+
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="MiniLM, length 64, 3 timed steps")
@@ -321,16 +343,8 @@ def main(argv=None) -> Path:
     args = parser.parse_args(argv)
     if args.quick:
         args.models, args.lengths, args.steps, args.warmup = ["minilm"], [64], 3, 1
-    load = os.getloadavg()[0]
-    if load > BUSY_LOAD and not args.allow_busy:
-        raise SystemExit(f"error: the 1-minute load average is {load:.2f} (> {BUSY_LOAD}): other work shares the CPU "
-                         f"and would distort every timing; wait until it is done, or pass --allow-busy to mark the record")
     started = time.time()
-    result = {"command": " ".join(["python", "scripts/bench.py", *(argv if argv is not None else sys.argv[1:])]),
-              "git": records.git_state(ROOT), "packages": records.package_versions(), "machine": records.machine(),
-              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "load_average_at_start": load, "busy": load > BUSY_LOAD,
-              "step_times": [], "memory": [], "allocation": [], "eval": []}
+    result = {**measurement_header("bench.py", argv, args), "step_times": [], "memory": [], "allocation": [], "eval": []}
     count = args.warmup + args.steps
     for name in args.models:
         inputs = {length: [batch(length, args.batch_size)] * count for length in args.lengths}
@@ -345,12 +359,7 @@ def main(argv=None) -> Path:
         result["allocation"].append({"model": name, "length": args.lengths[0], **allocation_costs(name, args.lengths[0], args)})
         result["eval"].append({"model": name, "length": args.lengths[0], **eval_throughput(name, args.lengths[0], args)})
     result["wall_time_s"] = round(time.time() - started, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
-    path = records.write_new_json(result, args.out, stem)
-    (args.out / f"{path.stem}.md").write_text(markdown(result))
-    print(markdown(result))
-    return path
+    return write_measurement(result, args.out, "-quick" if args.quick else "", markdown(result))
 
 
 if __name__ == "__main__":

@@ -10,26 +10,21 @@ batches, linear decay). Time is training time only (evaluations excluded): the r
 evaluation (``train_time_at_evaluations_s``), and a Trainer callback sums the steps. Reported per contestant: the
 time to the first evaluation at or above ``--target`` dev accuracy, the time to the end, the best and final
 accuracy, and both times as ratios to the Trainer's. Writes results/race/<UTC time>.json and .md; refuses a busy
-machine as scripts/bench.py does.
+machine as scripts/bench.py does (its load threshold and record header).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from runner import records  # noqa: E402
-
-BUSY_LOAD = 1.0  # as scripts/bench.py: a 1-minute load above this means other work shares the CPU
+# The timing records' header and busy-machine rule, shared with the benchmark (a sibling script: on the path when run).
+from bench import ROOT, measurement_header, write_measurement
 
 
 def time_to_target(steps: list[int], scores: list[float], seconds: list[float], target: float) -> dict:
@@ -149,25 +144,13 @@ def main(argv=None) -> Path:
     parser.add_argument("--allow-busy", action="store_true", help="run on a shared CPU and mark the record so")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "race")
     args = parser.parse_args(argv)
-    load = os.getloadavg()[0]
-    if load > BUSY_LOAD and not args.allow_busy:
-        raise SystemExit(f"error: the 1-minute load average is {load:.2f} (> {BUSY_LOAD}): other work shares the CPU "
-                         f"and would distort every timing; wait until it is done, or pass --allow-busy to mark the record")
-    stem = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    scratch = ROOT / "outputs" / "race" / stem
+    result = measurement_header("race.py", argv, args)
+    scratch = ROOT / "outputs" / "race" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     started = time.time()
     lora, record = run_ours("lora", args, scratch)
-    contestants = [run_hf_trainer(record, args, scratch), lora, run_ours("triadapt_linear", args, scratch)[0]]
-    result = {"command": " ".join(["python", "scripts/race.py", *(argv if argv is not None else sys.argv[1:])]),
-              "git": records.git_state(ROOT), "packages": records.package_versions(), "machine": records.machine(),
-              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "load_average_at_start": load, "busy": load > BUSY_LOAD, "contestants": contestants,
-              "wall_time_s": round(time.time() - started, 1)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = records.write_new_json(result, args.out, stem)
-    (args.out / f"{path.stem}.md").write_text(markdown(result))
-    print(markdown(result))
-    return path
+    result["contestants"] = [run_hf_trainer(record, args, scratch), lora, run_ours("triadapt_linear", args, scratch)[0]]
+    result["wall_time_s"] = round(time.time() - started, 1)
+    return write_measurement(result, args.out, "", markdown(result))
 
 
 if __name__ == "__main__":
