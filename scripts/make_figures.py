@@ -59,7 +59,9 @@ def rank_grid(rank_pattern: dict[str, int]) -> np.ndarray:
 WRITE = True  # False (--list): name the figures the records give, without drawing them
 
 
-def save(fig, path: Path) -> Path:
+def save(fig, path: Path, title: str | None = None) -> Path:
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -87,8 +89,8 @@ def fig2(records: list[dict], out: Path) -> list[Path]:
                         xticklabels=MATRICES)
             ax.set_title(m)
             ax.set_ylabel("layer")
-        fig.suptitle(f"Final rank per matrix, {task}, {model} (seed 0)")
-        paths.append(save(fig, out / f"fig2_ranks_{model}_{task}.png"))
+        paths.append(save(fig, out / f"fig2_ranks_{model}_{task}.png",
+                          f"Final rank per matrix, {task}, {model} (seed 0)"))
     return paths
 
 
@@ -151,8 +153,8 @@ def growth_timeline(records: list[dict], out: Path) -> list[Path]:
         if measured:
             axes[2].set(xlabel="optimizer step", ylabel="mean ||dW' - dW|| / ||dW||", title="change of the grown updates")
         left.legend()
-        fig.suptitle(f"Growth timeline, {task}, {model} (seed 0)")
-        paths.append(save(fig, out / f"growth_timeline_{model}_{task}.png"))
+        paths.append(save(fig, out / f"growth_timeline_{model}_{task}.png",
+                          f"Growth timeline, {task}, {model} (seed 0)"))
     return paths
 
 
@@ -179,8 +181,8 @@ def ladder(records: list[dict], out: Path) -> list[Path]:
             ax.set_xticks(range(len(LADDER)), [f"{i} {label}" if 0 < i < len(LADDER) - 1 else label
                                                for i, label in enumerate(labels)], rotation=40, ha="right", fontsize=7)
             ax.set(title=task, ylabel=f"dev {'/'.join(sorted(metrics))} (%)")
-        fig.suptitle(f"Ablation ladder (ours): TriAdaptLoRA linear (left) to LoRA (right), {model}, CPU protocol")
-        paths.append(save(fig, out / f"ladder_{model}.png"))
+        paths.append(save(fig, out / f"ladder_{model}.png",
+                          f"Ablation ladder (ours): TriAdaptLoRA linear (left) to LoRA (right), {model}, CPU protocol"))
     return paths
 
 
@@ -211,8 +213,8 @@ def schedule_gap(records: list[dict], out: Path) -> list[Path]:
             ax.set_xscale("log")
             ax.set(title=task, xlabel="T (optimizer steps, log scale)", ylabel="score − LoRA's, same seed (points)")
             ax.legend(fontsize=7)
-        fig.suptitle(f"Gap to LoRA against the schedule length, {model}, CPU protocol at each T (mean ± std over seeds)")
-        paths.append(save(fig, out / f"schedule_gap_{model}.png"))
+        paths.append(save(fig, out / f"schedule_gap_{model}.png",
+                          f"Gap to LoRA against the schedule length, {model}, CPU protocol at each T (mean ± std over seeds)"))
     return paths
 
 
