@@ -62,7 +62,7 @@ LADDER_TASKS = ["mrpc", "stsb", "cola"]
 SCHEDULE_METHODS = ["lora", "triadapt_linear", "adalora", "increlora", "triadapt_linear_preserving"]
 # Options of ours tried against the protocol's value, one sweep each (conf/experiment/<tag>.yaml): tag -> the
 # dotted key the sweep sets. Each run is paired per seed with the protocol's cell of the same method and task.
-OPTION_SWEEPS = {"lr_cap": "method.new_group_schedule"}
+OPTION_SWEEPS = {"lr_cap": "method.new_group_schedule", "dropout_sampler": "method.dropout_sampler"}
 # Figs. 3-5: the task setting each sensitivity sweep varies (conf/experiment/fig3.yaml ... fig5.yaml).
 SWEEPS = {"fig3": "warmup_steps", "fig4": "interval", "fig5": "r_ref"}
 MODEL_LABELS = {"minilm": "all-MiniLM-L6-v2 on CPU", "deberta_v3_base": "DeBERTaV3-base",
@@ -200,7 +200,8 @@ def option_runs(records: list[dict], tag: str) -> dict:
             continue
         config = comparable(record["config"])
         value = config[group].get(key)
-        if {**config, group: {**config[group], key: expected[group].get(key)}} == expected:
+        others = {k: v for k, v in config[group].items() if k != key}  # the key may be one the protocol's config lacks
+        if {**config, group: {**others, **({key: expected[group][key]} if key in expected[group] else {})}} == expected:
             runs[(record["model"], record["method"], record["task"], value)][record["seed"]] = record
     return runs
 

@@ -283,3 +283,22 @@ def test_perturbation_rows_average_matrices_then_events_then_runs():
             "growth_losses": [{"loss_before": 0.5, "loss_after": 0.6}]}}}
     _, rows = tables.perturbation_table(runs)
     assert rows == [["triadapt_linear", "mrpc", "300", "2", "0.50 ± 0.35", "0.42 ± 0.07", "+0.067", "2"]]
+
+
+def test_an_option_the_protocol_config_lacks_is_still_paired(tmp_path):
+    """dropout_sampler is absent from the paper's method config: a run that adds it (and nothing else) pairs with
+    Table I's cell (0.76 against 0.75 -> +1.00)."""
+    import copy
+
+    tables = _make_tables()
+    base = {"model": "minilm", "method": "triadapt_linear", "task": "mrpc", "seed": 0}
+    config = tables.protocol_config("cpu", "minilm", "triadapt_linear", "mrpc", 0)
+    assert "dropout_sampler" not in config["method"]
+    _write(tmp_path / "table1.json", {**base, "tag": "table1"}, config, "2026-01-01T00:00:00+00:00", 0.75)
+    variant = copy.deepcopy(config)
+    variant["method"]["dropout_sampler"] = "uniform"
+    _write(tmp_path / "uniform.json", {**base, "tag": "dropout_sampler"}, variant, "2026-01-01T00:00:00+00:00", 0.76)
+    records = tables.read_records(tmp_path)
+    _, rows = tables.option_table(tables.option_runs(records, "dropout_sampler"), tables.runs_by_protocol(records),
+                                  "method.dropout_sampler")
+    assert [row[2] for row in rows] == ["method.dropout_sampler=uniform"] and rows[0][5] == "+1.00"
