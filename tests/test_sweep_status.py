@@ -61,3 +61,20 @@ def test_unknown_experiment_names_the_choices(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep_status.py"), "tabel1"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "unknown experiment 'tabel1'" in out.stderr and "table1" in out.stderr
+
+
+def test_each_stage_of_the_schedule_length_study_lists_its_own_cells(tmp_path):
+    """Stage A: 2 methods x MRPC, STS-B x 3 seeds at the paper's T; B: 5 methods x 3 tasks x 3 seeds at 3 x cpu_steps
+    (a record at the paper's T is not a stage-B cell); C: AdaLoRA, IncreLoRA x MRPC, STS-B at seed 0."""
+    cfg = compose_config("+experiment=schedule_length", "method=lora", "task=mrpc", "seed=0", "train.threads=1")
+    folder = tmp_path / "runs" / "minilm"
+    folder.mkdir(parents=True)
+    (folder / "mrpc--lora--seed0.json").write_text(json.dumps({"config": OmegaConf.to_container(cfg, resolve=True)}))
+    counts = {}
+    for stage in ("schedule_length", "schedule_length_3x", "schedule_length_c"):
+        out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep_status.py"), stage, "train.threads=1",
+                              "--runs", str(tmp_path / "runs")], capture_output=True, text=True)
+        counts[stage] = out.stdout.splitlines()[0]
+    assert counts == {"schedule_length": "schedule_length: 1 of 12 runs have a record",
+                      "schedule_length_3x": "schedule_length_3x: 0 of 45 runs have a record",
+                      "schedule_length_c": "schedule_length_c: 0 of 4 runs have a record"}
