@@ -505,7 +505,7 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
                  f"schedule scaled by T / T_paper) at several T, GLUE dev, best dev score per run (%)")
         own = [r for (m, t), by_steps in study.items() if m == model for steps, by_method in by_steps.items()
                for runs in by_method.values() for r in runs.values() if r.get("tag") == "schedule_length"]
-        cost = (f" The study's own {len(own)} runs took {sum(r['wall_time_s'] for r in own) / 3600:.1f} h of wall time "
+        cost = (f" The study's own {len(own)} run{'s' * (len(own) != 1)} took {sum(r['wall_time_s'] for r in own) / 3600:.1f} h of wall time "
                 f"(one thread each, two at a time on 2 cores).")
         sections += [(f"schedule_length_{model}", f"**The schedule-length study.** {where}, mean ± std over seeds "
                       f"(n = the seeds a cell has when fewer than 3). The CPU-protocol rows are Table I's records."
