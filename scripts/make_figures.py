@@ -244,6 +244,12 @@ def schedule_curves(records: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+def all_figures(records: list[dict], out: Path) -> list[Path]:
+    """Every figure the records give (written unless --list)."""
+    return [path for figure in (fig2, sensitivity, growth_timeline, ladder, schedule_gap, schedule_curves)
+            for path in figure(records, out)]
+
+
 def main():
     root = Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -256,8 +262,7 @@ def main():
     if WRITE:
         args.out.mkdir(parents=True, exist_ok=True)
     records = read_records(args.runs)
-    for path in fig2(records, args.out) + sensitivity(records, args.out) + growth_timeline(records, args.out) + \
-            ladder(records, args.out) + schedule_gap(records, args.out) + schedule_curves(records, args.out):
+    for path in all_figures(records, args.out):
         print(path)
 
 

@@ -31,8 +31,7 @@ def test_committed_figures_are_the_set_the_records_give():
     records = figures.read_records(ROOT / "results" / "runs")
     figures.WRITE = False
     out = ROOT / "figures"
-    expected = {p.name for p in figures.fig2(records, out) + figures.sensitivity(records, out) +
-                figures.growth_timeline(records, out) + figures.ladder(records, out)}
+    expected = {p.name for p in figures.all_figures(records, out)}
     committed = {p.name for p in out.glob("*.png")}
     assert committed == expected, f"missing {sorted(expected - committed)}, extra {sorted(committed - expected)}: " \
                                   f"{REGENERATE}"
