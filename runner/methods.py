@@ -31,6 +31,17 @@ class RunContext:
 ABLATION_KEYS = ("parametrization", "scaling", "a_init", "middle_init", "preserve_function_at_growth", "dropout_sampler")
 
 
+def triadapt_config(m, ctx: RunContext) -> TriAdaptConfig:
+    """The library's validated config from a TriAdaptLoRA method config of this run."""
+    return TriAdaptConfig(
+        target_modules=list(ctx.target_modules), total_steps=ctx.total_steps, r_init=m.r_init, r_ref=m.r_ref,
+        delta_r=m.delta_r, alpha=m.alpha, dropout=m.dropout, mode=m.mode, fixed_k=m.fixed_k,
+        t0=ctx.scale(m.t0), interval=ctx.scale(m.interval), normalization=m.normalization,
+        orth_reg_weight=m.orth_reg_weight, orth_squared=m.orth_squared, rounding=m.rounding,
+        budget_exact=m.budget_exact, seed=ctx.seed, share_dropout_masks=m.get("share_dropout_masks", False),
+        **{key: m[key] for key in ABLATION_KEYS if key in m})
+
+
 class TriAdaptMethod(Method):
     """TriAdaptLoRA (linear, nonlinear or fixed-k) behind the loop's hooks."""
 
@@ -38,13 +49,7 @@ class TriAdaptMethod(Method):
 
     def __init__(self, model, method_cfg, ctx: RunContext):
         m = method_cfg
-        config = TriAdaptConfig(
-            target_modules=list(ctx.target_modules), total_steps=ctx.total_steps, r_init=m.r_init, r_ref=m.r_ref,
-            delta_r=m.delta_r, alpha=m.alpha, dropout=m.dropout, mode=m.mode, fixed_k=m.fixed_k,
-            t0=ctx.scale(m.t0), interval=ctx.scale(m.interval), normalization=m.normalization,
-            orth_reg_weight=m.orth_reg_weight, orth_squared=m.orth_squared, rounding=m.rounding,
-            budget_exact=m.budget_exact, seed=ctx.seed, share_dropout_masks=m.get("share_dropout_masks", False),
-            **{key: m[key] for key in ABLATION_KEYS if key in m})
+        config = triadapt_config(m, ctx)
         config.check_schedule()
         self.tri = TriAdaptModel(model, config)
         self.new_group_schedule = m.new_group_schedule
@@ -74,6 +79,16 @@ class TriAdaptMethod(Method):
 
 
 KINDS = ("full_ft", "bitfit", "lora", "triadapt", "adalora", "increlora", "adapters", "tlora")
+
+
+def check_options(method_cfg) -> None:
+    """Check a method's named options (``kind``; TriAdaptLoRA's ``mode``, ``dropout_sampler``, ...) against their
+    choices before any data or model loads; raises ``ValueError`` naming the value and the choices. Checks that
+    need T (a growth schedule that must fit) wait for ``build_method``."""
+    if method_cfg.kind not in KINDS:
+        raise ValueError(f"kind={method_cfg.kind!r} is not valid; choose one of: {', '.join(KINDS)}")
+    if method_cfg.kind == "triadapt":  # unscaled steps and no modules: only the choices and ranges are read here
+        triadapt_config(method_cfg, RunContext(total_steps=0, scale=lambda steps: steps, seed=0, target_modules=[]))
 
 
 def build_method(method_cfg, model, ctx: RunContext) -> Method:

@@ -4,7 +4,9 @@
 training settings, the method's and the task's numbers) and raises one ``ConfigError`` that lists every violation
 with its key, its value and what is allowed. Settings that need the data to check (a growth schedule that must fit
 in T steps) are checked when the method is built; the choices of a method's named options (e.g. ``mode``) by the
-method's own config class. This module imports only the standard library, so that a typo costs no torch import.
+method's own config class, right after these checks and before any data or model loads
+(``runner.methods.check_options``). This module imports only the standard library, so that a typo costs no torch
+import.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from transformers import set_seed
 from . import checkpoint, records
 from .data import train_loader
 from .distributed import init_from_environment
-from .methods import RunContext, build_method
+from .methods import RunContext, build_method, check_options
 from .settings import ConfigError, check_settings
 from .models import count_trainable, load_model, load_tokenizer, set_trainable
 from .optim import add_param_group, build_optimizer
@@ -95,6 +95,10 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     replicas = init_from_environment()  # torchrun / accelerate launch: one process per replica
     task, train_cfg = cfg.task, cfg.train
     check_settings(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        check_options(cfg.method)
+    except ValueError as e:
+        raise ConfigError(f"method {cfg.method.name}: {e}") from None
     record_dir, stem = Path(cfg.results_dir) / cfg.model.name, records.record_stem(cfg)
     if cfg.skip_existing:
         done = records.find_record(record_dir, stem, OmegaConf.to_container(cfg, resolve=True))
@@ -127,7 +131,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     # 3. Model and method. Every method but full fine-tuning also trains the classifier and pooler.
     device = replicas.device(cfg.device)
     model = load_model(cfg.model, data.head, data.num_labels, task.cls_dropout, cfg.seed).to(device)
-    try:  # a method's settings that need T (its schedule) or name a choice of its own are checked here
+    try:  # a method's settings that need T (its schedule) are checked here; its choices were checked above
         method = build_method(cfg.method, model, RunContext(total_steps, scale, cfg.seed, list(cfg.model.target_modules)))
     except ValueError as e:
         raise ConfigError(f"method {cfg.method.name}: {e}") from None

@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from runner.data import DataError, read_glue_tsv
+from runner.methods import check_options
 from runner.settings import ConfigError, check_settings
 from tests.conftest import ROOT, compose_config
 
@@ -78,6 +79,34 @@ def test_every_shipped_method_and_task_passes():
     for (method, task), extra in itertools.product(pairs, ([], ["+experiment=cpu_protocol"])):
         cfg = compose_config(f"method={method}", f"task={task}", "model=minilm", *extra)
         check_settings(OmegaConf.to_container(cfg, resolve=True))
+        check_options(cfg.method)
+
+
+BAD_OPTIONS = [  # a method's named options: (override, what the message must say)
+    ("+method.dropout_sampler=gauss", "dropout_sampler='gauss' is not valid; choose one of: bernoulli, uniform"),
+    ("method.mode=linaer", "mode='linaer' is not valid; choose one of: linear, nonlinear, fixed_k"),
+    ("method.normalization=l2", "normalization='l2' is not valid; choose one of: r, sqrt_r, none"),
+    ("method.rounding=round", "rounding='round' is not valid; choose one of: ceil, floor"),
+    ("+method.middle_init=ones", "middle_init='ones' is not valid; choose one of: gaussian, identity"),
+    ("method.kind=triadpt", "kind='triadpt' is not valid; choose one of: full_ft, bitfit, lora, triadapt, "),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_OPTIONS, ids=[c[0] for c in BAD_OPTIONS])
+def test_a_bad_method_option_stops_the_run_before_data_or_model_load(override, message, tmp_path, monkeypatch):
+    """The named choice is checked right after the settings, so neither the tokenizer, the data nor the model (nor
+    the Hub, for the default DeBERTaV3-base) is touched first."""
+    import runner.train
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("loaded before the method's options were checked")
+
+    for name in ("load_tokenizer", "build_task", "load_model"):
+        monkeypatch.setattr(runner.train, name, must_not_load)
+    cfg = compose_config("method=triadapt_linear", "task=rte", override, f"results_dir={tmp_path}")
+    with pytest.raises(ConfigError) as error:
+        runner.train.run(cfg, tmp_path / "run")
+    assert str(error.value).startswith(f"method {cfg.method.name}: ") and message in str(error.value)
 
 
 def cli(tmp_path, *args):
