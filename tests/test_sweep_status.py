@@ -78,3 +78,22 @@ def test_each_stage_of_the_schedule_length_study_lists_its_own_cells(tmp_path):
     assert counts == {"schedule_length": "schedule_length: 1 of 12 runs have a record",
                       "schedule_length_3x": "schedule_length_3x: 0 of 45 runs have a record",
                       "schedule_length_c": "schedule_length_c: 0 of 4 runs have a record"}
+
+
+def test_an_interrupted_cell_of_a_fixed_folder_sweep_shows_the_step_it_resumes_from(tmp_path):
+    """schedule_length's run folders are fixed (outputs/schedule_length/.../paper_T), so a missing cell whose folder
+    holds a checkpoint is listed with its step; a pointer to a checkpoint that is gone counts as none."""
+    cell = tmp_path / "outputs" / "schedule_length" / "minilm" / "stsb" / "lora" / "seed1" / "paper_T" / "checkpoints"
+    (cell / "step-360").mkdir(parents=True)
+    (cell / "latest").write_text("step-360")
+    broken = tmp_path / "outputs" / "schedule_length" / "minilm" / "mrpc" / "lora" / "seed2" / "paper_T" / "checkpoints"
+    broken.mkdir(parents=True)
+    (broken / "latest").write_text("step-115")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep_status.py"), "schedule_length",
+                          "--runs", str(tmp_path / "runs"), "--launched-from", str(tmp_path)],
+                         capture_output=True, text=True)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 1 and lines[0] == "schedule_length: 0 of 12 runs have a record", out.stderr
+    assert f"missing: method=lora task=stsb seed=1 (resumes from step 360: {cell.parent})" in lines
+    assert "missing: method=lora task=mrpc seed=2" in lines
+    assert sum("resumes from" in line for line in lines) == 1
