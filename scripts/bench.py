@@ -77,7 +77,14 @@ class Floor(Method):
         super().__init__(model)
 
 
-def build(method: str, name: str, dropout: float, T: int) -> Method:
+TRIADAPT_METHODS = ("triadapt", "triadapt_one_block", "triadapt_shared_dropout", "triadapt_uniform_dropout")
+METHODS = ("floor", "full_ft", "peft_lora", *TRIADAPT_METHODS, "adalora", "increlora")
+REAL_RUN_BLOCKS = [1, 4, 3]  # rank 8 in 3 growth blocks: a Table I linear run ends with 2.75 blocks per matrix on average
+
+
+def build(method: str, name: str, dropout: float, T: int, blocks: list[int] = REAL_RUN_BLOCKS) -> Method:
+    """``blocks``: each TriAdaptLoRA matrix's growth blocks at the final budget; ``triadapt_one_block`` holds the same
+    rank in one block per factor (what packing the blocks at each growth event would leave)."""
     model = backbone(name)
     targets = target_modules_for(model)
     if method == "floor":
@@ -86,11 +93,12 @@ def build(method: str, name: str, dropout: float, T: int) -> Method:
         return Method(model)
     if method == "peft_lora":
         return LoRA(model, targets, r=8, alpha=16, dropout=dropout)
-    if method in ("triadapt", "triadapt_shared_dropout", "triadapt_uniform_dropout"):  # final budget: rank 8 everywhere
+    if method in TRIADAPT_METHODS:  # final budget, the same rank everywhere
         names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
                  and any(n.endswith("." + t) for t in targets)]
+        blocks = [sum(blocks)] if method == "triadapt_one_block" else list(blocks)
         config = TriAdaptConfig(target_modules=targets, total_steps=T, dropout=dropout, alpha=16,
-                                growth_blocks={n: [1, 7] for n in names},
+                                growth_blocks={n: blocks for n in names},
                                 share_dropout_masks=method == "triadapt_shared_dropout",
                                 dropout_sampler="uniform" if method == "triadapt_uniform_dropout" else "bernoulli")
         tri = TriAdaptModel(model, config)
@@ -101,7 +109,7 @@ def build(method: str, name: str, dropout: float, T: int) -> Method:
         return AdaLoRA(model, targets, T, 12, 8, 16, dropout, 1, 1, 1, 0.85, 0.85, 0.1)
     if method == "increlora":  # rank 8 plus its reserve, importance tracked every step, no growth
         return IncreLoRA(model, targets, 10 ** 9, 8, 16, 4, 1, 10 ** 8, 10 ** 8, 16, dropout, 0.85, 0.85, 0.1)
-    raise ValueError(method)
+    raise ValueError(f"method={method!r} is not valid; choose one of: {', '.join(METHODS)}")
 
 
 def batch(length: int, batch_size: int, seed: int = 0) -> dict:
@@ -138,7 +146,7 @@ def task_batches(task: str, count: int, batch_size: int) -> list[dict]:
 
 def step_times(name: str, inputs: list[dict], dropout: float, args) -> dict:
     """Median step time of every method over ``inputs`` (one batch per step), in train mode."""
-    methods = {m: build(m, name, dropout, T=args.steps + args.warmup + 10) for m in args.methods}
+    methods = {m: build(m, name, dropout, T=args.steps + args.warmup + 10, blocks=args.blocks) for m in args.methods}
     for meth in methods.values():
         meth.model.train()
     optimizers = {m: (build_optimizer(meth.model, 1e-4, 0.0, 1, 10 ** 6, fused=args.fused_adamw)[0] if any(
@@ -160,10 +168,10 @@ def resident_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
-def _peak_step_memory(name: str, length: int, dropout: float, method: str, batch_size: int) -> float:
+def _peak_step_memory(name: str, length: int, dropout: float, method: str, batch_size: int, blocks: list[int]) -> float:
     """In a fresh process: the peak resident memory of two training steps above the memory after loading (MB)."""
     torch.set_num_threads(1)
-    meth = build(method, name, dropout, T=100)
+    meth = build(method, name, dropout, T=100, blocks=blocks)
     meth.model.train()
     optimizer = (build_optimizer(meth.model, 1e-4, 0.0, 1, 10 ** 6)[0]
                  if any(p.requires_grad for p in meth.model.parameters()) else None)
@@ -186,7 +194,7 @@ def _peak_step_memory(name: str, length: int, dropout: float, method: str, batch
 def peak_memory(name: str, length: int, dropout: float, args) -> dict:
     context = multiprocessing.get_context("spawn")
     with context.Pool(1, maxtasksperchild=1) as pool:
-        return {m: pool.apply(_peak_step_memory, (name, length, dropout, m, args.batch_size)) for m in args.methods}
+        return {m: pool.apply(_peak_step_memory, (name, length, dropout, m, args.batch_size, args.blocks)) for m in args.methods}
 
 
 def allocation_costs(name: str, length: int, args) -> dict:
@@ -255,7 +263,8 @@ def markdown(result: dict) -> str:
     lines = [f"Command: `{result['command']}`  ", f"Machine: {result['machine']['platform']}, "
              f"{result['machine']['cpus']} CPUs, torch threads {result['machine']['torch_threads']}; batch "
              f"{result['settings']['batch_size']}, median of {result['settings']['steps']} steps after "
-             f"{result['settings']['warmup']} warm-up steps, train mode. {busy}", "",
+             f"{result['settings']['warmup']} warm-up steps, train mode; TriAdaptLoRA's growth blocks per matrix: "
+             f"{result['settings'].get('blocks', [1, 7])}. {busy}", "",
              "Step time as a multiple of the floor (frozen model, input gradients only); length \"(real)\": the "
              "task's length-grouped training batches:", "",
              "| model | length | dropout | floor (s) | " + " | ".join(methods) + " |",
@@ -325,9 +334,10 @@ def main(argv=None) -> Path:
     parser.add_argument("--models", nargs="+", default=["minilm", "deberta_base_shape"])
     parser.add_argument("--lengths", nargs="+", type=int, default=[64, 128, 256])
     parser.add_argument("--dropouts", nargs="+", type=float, default=[0.0, 0.1])
-    parser.add_argument("--methods", nargs="+", default=["floor", "full_ft", "peft_lora", "triadapt",
-                                                         "triadapt_shared_dropout", "triadapt_uniform_dropout",
-                                                         "adalora", "increlora"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--blocks", nargs="+", type=int, default=REAL_RUN_BLOCKS,
+                        help="each TriAdaptLoRA matrix's growth blocks at the final budget (default: rank 8 in 3 "
+                        "blocks, as a Table I linear run ends); triadapt_one_block puts their sum in one block")
     parser.add_argument("--fused-adamw", action="store_true", help="every method's AdamW as torch's fused kernel "
                         "(train.fused_adamw=true); default: foreach, as the runner")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -341,6 +351,8 @@ def main(argv=None) -> Path:
                         "shared, and mark the record so")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     args = parser.parse_args(argv)
+    if any(size < 1 for size in args.blocks):
+        parser.error(f"--blocks {' '.join(map(str, args.blocks))}: every block holds at least one rank-1 unit")
     if args.quick:
         args.models, args.lengths, args.steps, args.warmup = ["minilm"], [64], 3, 1
     started = time.time()

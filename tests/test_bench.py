@@ -51,3 +51,39 @@ def test_bench_refuses_a_busy_machine(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="load average is 1.70"):
         bench.main(["--models", "tiny", "--lengths", "16", "--out", str(tmp_path)])
     assert not any(tmp_path.iterdir())
+
+
+def test_one_block_is_the_same_adapter_with_its_growth_blocks_packed(tiny_batch):
+    """The bench's ``triadapt_one_block`` column prices packing: the same rank, parameters and function as
+    ``triadapt``'s blocks, held in one tensor per factor."""
+    import torch
+
+    import bench
+    from triadapt.layer import TriAdaptLinear
+
+    blocks, packed = (bench.build(m, "tiny", 0.0, 10, blocks=[1, 4, 3]).model for m in ("triadapt", "triadapt_one_block"))
+    layers = [(a, b) for a, b in zip(blocks.modules(), packed.modules()) if isinstance(a, TriAdaptLinear)]
+    assert len(layers) == 12
+    with torch.no_grad():
+        for grown, one in layers:
+            assert grown.block_sizes() == [1, 4, 3] and one.block_sizes() == [8]
+            grown.tri_b[0].normal_()  # a non-zero update, so that the logits depend on every factor
+            for mine, theirs in ((one.tri_a, grown.tri_a), (one.tri_l, grown.tri_l), (one.tri_u, grown.tri_u)):
+                mine[0].copy_(torch.cat(list(theirs)))
+            one.tri_b[0].copy_(grown.factor_b())
+    assert sum(p.numel() for p in blocks.parameters() if p.requires_grad) == \
+        sum(p.numel() for p in packed.parameters() if p.requires_grad)
+    blocks.eval(), packed.eval()
+    inputs = {k: v for k, v in tiny_batch.items() if k != "labels"}
+    torch.testing.assert_close(packed(**inputs).logits, blocks(**inputs).logits, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("argv, message", [(["--methods", "lora"], "invalid choice: 'lora'"),
+                                           (["--blocks", "1", "0", "7"], "--blocks 1 0 7: every block holds")])
+def test_bench_names_a_bad_argument(argv, message, tmp_path, capsys):
+    import bench
+
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--models", "tiny", "--allow-busy", "--out", str(tmp_path), *argv])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
