@@ -211,6 +211,8 @@ def schedule_gap(records: list[dict], out: Path) -> list[Path]:
                             label=label(method))
             ax.axhline(0, color="grey", linewidth=0.8)
             ax.set_xscale("log")
+            ax.set_xticks(sorted(by_steps), [str(steps) for steps in sorted(by_steps)])  # the study's Ts, no minor labels
+            ax.minorticks_off()
             ax.set(title=task, xlabel="T (optimizer steps, log scale)", ylabel="score − LoRA's, same seed (points)")
             ax.legend(fontsize=7)
         paths.append(save(fig, out / f"schedule_gap_{model}.png",
