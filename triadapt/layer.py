@@ -76,7 +76,8 @@ class _FusedAdapterLinear(torch.autograd.Function):
     The same products as plain autograd, in one node: the adapter's output is accumulated into the base
     output in place (``addmm_``), and without dropout its input gradient into the base input gradient,
     instead of separate full-width tensors that are then summed. The rank-r activations are kept as
-    r x tokens: short-and-wide products run several times faster on CPU BLAS than their transposes."""
+    r x tokens, the layout every committed record was computed with: x A^T gives other last bits (and is not
+    slower on CPU BLAS), so changing it would end the records' exact reproduction."""
 
     @staticmethod
     def forward(ctx, x, x_adapter, weight, bias, a, m):
