@@ -20,12 +20,13 @@ Writes results/bench/<time>.json and .md.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import multiprocessing
 import os
-import threading
-import json
 import statistics
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -272,11 +273,12 @@ def markdown(result: dict) -> str:
     for row in result["step_times"]:
         lines.append(f"| {row['model']} | {row['length']} | {row['dropout']} | {row['seconds']['floor']:.2f} | "
                      + " | ".join(f"{row['vs_floor'][m]:.2f}" for m in methods) + " |")
-    lines += ["", "The same step times as a multiple of PEFT LoRA at the same dropout:", "",
-              "| model | length | dropout | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
-    for row in result["step_times"]:
-        lines.append(f"| {row['model']} | {row['length']} | {row['dropout']} | "
-                     + " | ".join(f"{row['vs_peft_lora'][m]:.2f}" for m in methods) + " |")
+    if "peft_lora" in methods:
+        lines += ["", "The same step times as a multiple of PEFT LoRA at the same dropout:", "",
+                  "| model | length | dropout | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
+        for row in result["step_times"]:
+            lines.append(f"| {row['model']} | {row['length']} | {row['dropout']} | "
+                         + " | ".join(f"{row['vs_peft_lora'][m]:.2f}" for m in methods) + " |")
     if result.get("memory"):
         lines += ["", "Peak resident memory of a training step above the loaded model (MB; each method in a fresh "
                   "process):", "", "| model | length | dropout | " + " | ".join(methods) + " |",
@@ -290,8 +292,8 @@ def markdown(result: dict) -> str:
               "IncreLoRA per step (s) | × step | AdaLoRA per step (s) | × step |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["allocation"]:
-        step = next(r["seconds"]["triadapt"] for r in result["step_times"]
-                    if r["model"] == row["model"] and r["length"] == row["length"] and r["dropout"] == 0.0)
+        step = next((r["seconds"].get("triadapt", math.nan) for r in result["step_times"]
+                     if r["model"] == row["model"] and r["length"] == row["length"] and r["dropout"] == 0.0), math.nan)
         lines.append(f"| {row['model']} | {row['triadapt_M']} | {row['triadapt_event_s']:.4f} | "
                      f"{row['triadapt_event_s'] / step:.3f} | "
                      f"{row['triadapt_event_s'] / (PAPER_MIN_INTERVAL * step):.4%} | {row['increlora_event_s']:.4f} | "
@@ -351,6 +353,8 @@ def main(argv=None) -> Path:
                         "shared, and mark the record so")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     args = parser.parse_args(argv)
+    if "floor" not in args.methods:
+        parser.error(f"--methods {' '.join(args.methods)}: add floor, the reference of every ratio")
     if any(size < 1 for size in args.blocks):
         parser.error(f"--blocks {' '.join(map(str, args.blocks))}: every block holds at least one rank-1 unit")
     if args.quick:

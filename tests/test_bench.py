@@ -79,6 +79,7 @@ def test_one_block_is_the_same_adapter_with_its_growth_blocks_packed(tiny_batch)
 
 
 @pytest.mark.parametrize("argv, message", [(["--methods", "lora"], "invalid choice: 'lora'"),
+                                           (["--methods", "triadapt"], "--methods triadapt: add floor"),
                                            (["--blocks", "1", "0", "7"], "--blocks 1 0 7: every block holds")])
 def test_bench_names_a_bad_argument(argv, message, tmp_path, capsys):
     import bench
@@ -87,3 +88,17 @@ def test_bench_names_a_bad_argument(argv, message, tmp_path, capsys):
         bench.main(["--models", "tiny", "--allow-busy", "--out", str(tmp_path), *argv])
     assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_record_without_peft_lora_or_triadapt_gets_its_tables(tmp_path):
+    """Only the floor is required: the table against PEFT LoRA, and the allocation's cost in steps, need what they
+    divide by (a 10-minute measurement once ended in a KeyError here, before its record was written)."""
+    import bench
+
+    path = bench.main(["--models", "tiny", "--lengths", "16", "--dropouts", "0", "--methods", "floor",
+                       "triadapt_one_block", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--allow-busy",
+                       "--no-memory", "--out", str(tmp_path)])
+    table = (tmp_path / f"{path.stem}.md").read_text()
+    [row] = json.loads(path.read_text())["step_times"]
+    assert f"| 1.00 | {row['vs_floor']['triadapt_one_block']:.2f} |" in table
+    assert "multiple of PEFT LoRA" not in table and "| nan |" in table  # no TriAdaptLoRA step to divide by
