@@ -9,7 +9,8 @@ dropout on, as in training), methods interleaved step by step in one process, af
 random batches of each length, and on the real length-grouped batches of each GLUE task of ``--tasks`` (the
 runner's batching, the same batches for every method). The median is reported as a ratio to the *floor* (the
 frozen model, backward for input gradients only) and to PEFT LoRA at the same dropout. Every adapter method is
-measured at its final budget (rank 8 per matrix; AdaLoRA at its initial 12). Peak memory: each method's step runs
+measured at its final budget (rank 8 per matrix; AdaLoRA at its initial 12). ``fused_lora`` is
+the least a rank-8 factorised adapter costs in this code (``FusedLoRALinear``). Peak memory: each method's step runs
 in a fresh process, and the peak resident memory during two steps above that after loading is reported. Also
 timed: one TriAdaptLoRA and one IncreLoRA growth event, the per-step bookkeeping of AdaLoRA and IncreLoRA, and
 eval throughput of the bare model, TriAdaptLoRA unmerged and merged. The bench refuses to start while the
@@ -44,6 +45,7 @@ from runner.optim import add_param_group, build_optimizer
 from runner.tasks import build_task
 from runner.train import batches_forever
 from triadapt import TriAdaptConfig, TriAdaptModel
+from triadapt.layer import _FusedAdapterLinear, make_dropout
 from triadapt.targets import target_modules_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,8 +80,37 @@ class Floor(Method):
         super().__init__(model)
 
 
+class FusedLoRALinear(torch.nn.Module):
+    """The least a rank-r factorised adapter costs in this code: the frozen layer plus one A (r x n) and one M
+    (d x r), in TriAdaptLoRA's fused node and with its input dropout, without triangles, scale or growth blocks.
+    The bench's ``fused_lora`` column: floor -> fused_lora prices the rank-r products themselves (and AdamW over
+    two tensors per matrix), fused_lora -> triadapt_one_block the triangles, one_block -> triadapt the blocks."""
+
+    def __init__(self, base: torch.nn.Linear, rank: int, dropout: float):
+        super().__init__()
+        self.base_layer, self.dropout = base, make_dropout(dropout)
+        out_features, in_features = base.weight.shape
+        self.a = torch.nn.Parameter(torch.randn(rank, in_features) * 0.02)
+        self.m = torch.nn.Parameter(torch.randn(out_features, rank) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dropped = self.dropout(x)
+        return _FusedAdapterLinear.apply(x, None if dropped is x else dropped, self.base_layer.weight,
+                                         self.base_layer.bias, self.a, self.m)
+
+
+def fused_lora(model, targets: list[str], rank: int, dropout: float) -> Method:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and any(n.endswith("." + t) for t in targets)]
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, FusedLoRALinear(model.get_submodule(name), rank, dropout))
+    return Method(model)
+
+
 TRIADAPT_METHODS = ("triadapt", "triadapt_one_block", "triadapt_shared_dropout", "triadapt_uniform_dropout")
-METHODS = ("floor", "full_ft", "peft_lora", *TRIADAPT_METHODS, "adalora", "increlora")
+METHODS = ("floor", "full_ft", "peft_lora", "fused_lora", *TRIADAPT_METHODS, "adalora", "increlora")
 REAL_RUN_BLOCKS = [1, 4, 3]  # rank 8 in 3 growth blocks: a Table I linear run ends with 2.75 blocks per matrix on average
 
 
@@ -94,6 +125,8 @@ def build(method: str, name: str, dropout: float, T: int, blocks: list[int] = RE
         return Method(model)
     if method == "peft_lora":
         return LoRA(model, targets, r=8, alpha=16, dropout=dropout)
+    if method == "fused_lora":
+        return fused_lora(model, targets, rank=sum(blocks), dropout=dropout)
     if method in TRIADAPT_METHODS:  # final budget, the same rank everywhere
         names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
                  and any(n.endswith("." + t) for t in targets)]

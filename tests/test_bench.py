@@ -78,6 +78,28 @@ def test_one_block_is_the_same_adapter_with_its_growth_blocks_packed(tiny_batch)
     torch.testing.assert_close(packed(**inputs).logits, blocks(**inputs).logits, rtol=0, atol=1e-6)
 
 
+def test_fused_lora_is_the_frozen_model_plus_m_a_and_trains_only_its_factors(tiny_batch):
+    """The bench's ``fused_lora`` column (the rank-r products' price) computes W0 x + M A x in every target matrix."""
+    import torch
+
+    import bench
+
+    fused = bench.build("fused_lora", "tiny", 0.0, 10, blocks=[1, 4, 3]).model
+    layers = [m for m in fused.modules() if isinstance(m, bench.FusedLoRALinear)]
+    assert len(layers) == 12 and all(layer.a.shape[0] == 8 == layer.m.shape[1] for layer in layers)
+    assert [n for n, p in fused.named_parameters() if p.requires_grad] == \
+        [n for n, _ in fused.named_parameters() if n.endswith((".a", ".m"))]
+    dense = bench.backbone("tiny")  # the same seeded weights
+    with torch.no_grad():
+        for (name, layer) in ((n, m) for n, m in fused.named_modules() if isinstance(m, bench.FusedLoRALinear)):
+            dense.get_submodule(name).weight += layer.m @ layer.a
+    fused.eval(), dense.eval()
+    inputs = {k: v for k, v in tiny_batch.items() if k != "labels"}
+    expected = dense(**inputs).logits
+    assert not torch.allclose(expected, bench.backbone("tiny").eval()(**inputs).logits, atol=1e-6)  # the update shows
+    torch.testing.assert_close(fused(**inputs).logits, expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("argv, message", [(["--methods", "lora"], "invalid choice: 'lora'"),
                                            (["--methods", "triadapt"], "--methods triadapt: add floor"),
                                            (["--blocks", "1", "0", "7"], "--blocks 1 0 7: every block holds")])
