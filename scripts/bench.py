@@ -50,8 +50,7 @@ from triadapt.targets import target_modules_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSY_LOAD = 0.5  # a 1-minute load average above this means other work is running
-
-
+GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 
 SHAPES = {"deberta_base_shape": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
           "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)}
@@ -366,7 +365,7 @@ def write_measurement(result: dict, out: Path, suffix: str, table: str) -> Path:
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="MiniLM, length 64, 3 timed steps")
-    parser.add_argument("--models", nargs="+", default=["minilm", "deberta_base_shape"])
+    parser.add_argument("--models", nargs="+", default=["minilm", "deberta_base_shape"], choices=["minilm", *SHAPES])
     parser.add_argument("--lengths", nargs="+", type=int, default=[64, 128, 256])
     parser.add_argument("--dropouts", nargs="+", type=float, default=[0.0, 0.1])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -378,7 +377,7 @@ def main(argv=None) -> Path:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--tasks", nargs="*", default=[], help="also time real length-grouped batches of these GLUE "
+    parser.add_argument("--tasks", nargs="*", default=[], choices=GLUE_TASKS, help="also time real length-grouped batches of these GLUE "
                         "tasks (data from TRIADAPT_DATA_DIR, as the runner reads it)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                         help="peak memory per method, each in a fresh process (first length, every dropout)")
@@ -390,6 +389,12 @@ def main(argv=None) -> Path:
         parser.error(f"--methods {' '.join(args.methods)}: add floor, the reference of every ratio")
     if any(size < 1 for size in args.blocks):
         parser.error(f"--blocks {' '.join(map(str, args.blocks))}: every block holds at least one rank-1 unit")
+    for flag, values, low in (("--steps", [args.steps], 1), ("--warmup", [args.warmup], 0),
+                              ("--batch-size", [args.batch_size], 1), ("--lengths", args.lengths, 1)):
+        if any(v < low for v in values):
+            parser.error(f"{flag} {' '.join(map(str, values))}: each must be an integer >= {low}")
+    if any(not 0 <= p < 1 for p in args.dropouts):
+        parser.error(f"--dropouts {' '.join(map(str, args.dropouts))}: each must be in [0, 1)")
     if args.quick:
         args.models, args.lengths, args.steps, args.warmup = ["minilm"], [64], 3, 1
     started = time.time()

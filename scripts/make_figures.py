@@ -261,9 +261,9 @@ def main():
     args = parser.parse_args()
     global WRITE
     WRITE = not args.list
+    records = read_records(args.runs)  # stops, naming --runs, before anything is written
     if WRITE:
         args.out.mkdir(parents=True, exist_ok=True)
-    records = read_records(args.runs)
     for path in all_figures(records, args.out):
         print(path)
 

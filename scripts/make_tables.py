@@ -24,6 +24,7 @@ import json
 import os
 import re
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -117,8 +118,29 @@ def protocol(record: dict) -> str | None:
     return None
 
 
+def fail(message: str):
+    """Stop with one line on stderr and exit status 2, as the runner does on bad input; nothing is written."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def read_records(runs_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(runs_dir).rglob("*.json"))]
+    """Every run record (``*.json``) under ``runs_dir``; stops naming the folder if it is missing or holds no record,
+    or naming the file that is not JSON, before any table or figure is touched."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        fail(f"--runs {runs_dir}: no such folder (the committed records are under results/runs/)")
+    paths = sorted(runs_dir.rglob("*.json"))
+    if not paths:
+        fail(f"--runs {runs_dir}: no run record (*.json) under it; run a sweep first, e.g. python run.py -m "
+             f"+experiment=table1")
+    records = []
+    for path in paths:
+        try:
+            records.append(json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            fail(f"{path} is not a JSON run record ({err}); move it out of {runs_dir}")
+    return records
 
 
 def runs_by_protocol(records: list[dict]) -> dict:
@@ -537,7 +559,7 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
         path.write_text(f"{caption}\n\n" + markdown(header, rows))
         path.with_suffix(".tex").write_text(f"% {caption.replace('**', '')}\n" + latex(header, rows))
         written.append(path)
-    for stale in out_dir.iterdir():  # a table no record supports any more (e.g. its protocol changed)
+    for stale in out_dir.iterdir() if written else []:  # a table no record supports any more (e.g. its protocol changed)
         table = re.fullmatch(r"(table[1-4]|claims|headline|ladder|schedule_length|schedule_gaps|option_[a-z_]+|growth_perturbation|fig[3-5])_.+\.(md|tex)", stale.name)
         if table and stale.with_suffix(".md") not in written:
             stale.unlink()
@@ -555,8 +577,8 @@ def fill_includes(readme: Path) -> list[str]:
     def body(match: re.Match) -> str:
         path = readme.parent / match["path"]
         if not path.is_file():
-            raise FileNotFoundError(f"{readme} includes {match['path']}, which make_tables did not write "
-                                    f"(no record for that table yet?)")
+            fail(f"{readme} includes {match['path']}, which make_tables did not write (no record for that table "
+                 f"yet?); {readme} is as it was")
         included.append(match["path"])
         return f"{match[1]}{path.read_text().strip()}\n{match[3]}"
 
@@ -576,7 +598,14 @@ def main():
                         help="fill these files' include blocks (see above) with the tables; no file named: README.md "
                              "and every docs/*.md that has include blocks")
     args = parser.parse_args()
+    missing = [str(path) for path in args.readme or [] if not path.is_file()]
+    if missing:
+        parser.error(f"--readme {' '.join(missing)}: no such file")
     written = build(args.runs, args.paper, args.out)
+    if not written:
+        fail(f"no record under {args.runs} follows a protocol (its config equal to +experiment=cpu_protocol's, or to "
+             f"the paper's settings), so no table was written and {args.out} is as it was; run a sweep first, e.g. "
+             f"python run.py -m +experiment=table1")
     for path in written:
         print(path)
     if args.readme is not None:
@@ -585,9 +614,6 @@ def main():
             if INCLUDE.search(document.read_text()):
                 for path in fill_includes(document):
                     print(f"{document} <- {path}")
-    if not written:
-        print(f"no record under {args.runs} follows a protocol (its config equal to +experiment=cpu_protocol's, "
-              f"or to the paper's settings); run a sweep first, e.g. python run.py -m +experiment=table1")
 
 
 if __name__ == "__main__":

@@ -133,9 +133,12 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+ACCURACY_TASKS = ("sst2", "mrpc", "rte", "qnli", "qqp", "mnli")
+
+
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--task", default="sst2", choices=ACCURACY_TASKS, help="a GLUE task scored by accuracy")
     parser.add_argument("--steps", type=int, default=2105, help="default: one SST-2 epoch at batch 32")
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--target", type=float, default=0.85, help="dev accuracy that counts as arrived")
@@ -144,6 +147,11 @@ def main(argv=None) -> Path:
     parser.add_argument("--allow-busy", action="store_true", help="run on a shared CPU and mark the record so")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "race")
     args = parser.parse_args(argv)
+    for flag, value in (("--steps", args.steps), ("--eval-every", args.eval_every), ("--threads", args.threads)):
+        if value < 1:
+            parser.error(f"{flag} {value}: must be an integer >= 1")
+    if not 0 < args.target <= 1:
+        parser.error(f"--target {args.target}: a dev accuracy in (0, 1], e.g. 0.85")
     result = measurement_header("race.py", argv, args)
     scratch = ROOT / "outputs" / "race" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     started = time.time()

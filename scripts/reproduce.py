@@ -80,13 +80,27 @@ def differences(record: dict, again: dict) -> tuple[list[str], float | None]:
     return diffs, drift
 
 
-def reproduce(record_path: Path, scratch: Path) -> tuple[dict, dict]:
-    record = json.loads(record_path.read_text())
-    subprocess.run(rerun_command(record["command"], scratch), cwd=ROOT, check=True)
+def read_record(path: Path) -> dict:
+    """The run record at ``path``; a ValueError naming what is wrong if it is not one (not JSON, no command)."""
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a JSON run record ({err})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("command"), str):
+        raise ValueError(f"{path} is not a run record: it stores no command (records are under results/runs/)")
+    rerun_command(record["command"], Path("."))  # a command this script cannot re-run fails here, before the run
+    return record
+
+
+def reproduce(record: dict, scratch: Path) -> dict:
+    """Re-runs the record's command with its outputs in ``scratch``; returns the new record."""
+    done = subprocess.run(rerun_command(record["command"], scratch), cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"the re-run stopped with exit status {done.returncode} (its output is above)")
     produced = sorted((scratch / "runs").rglob("*.json"))
     if len(produced) != 1:
         raise RuntimeError(f"the re-run wrote {len(produced)} records under {scratch / 'runs'}, expected one")
-    return record, json.loads(produced[0].read_text())
+    return json.loads(produced[0].read_text())
 
 
 def main() -> int:
@@ -98,8 +112,16 @@ def main() -> int:
         parser.error(f"no record at {args.record}")
     if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
         parser.error(f"--keep {args.keep} is not empty")
+    try:
+        record = read_record(args.record)
+    except ValueError as err:
+        parser.error(str(err))
     with tempfile.TemporaryDirectory(prefix="reproduce-") as tmp:
-        record, again = reproduce(args.record, (args.keep or Path(tmp)).resolve())
+        try:
+            again = reproduce(record, (args.keep or Path(tmp)).resolve())
+        except RuntimeError as err:
+            print(f"{args.record}: not reproduced: {err}", file=sys.stderr)
+            return 1
     diffs, drift = differences(record, again)
     main_metric = (record.get("best") or {}).get("main")
     verdict = "DIFFERS" if diffs else "reproduced exactly" if not drift else \

@@ -33,6 +33,11 @@ def main():
     parser.add_argument("--tag", required=True)
     parser.add_argument("--runs", type=Path, default=root / "results" / "runs")
     args = parser.parse_args()
+    if not args.runs.is_dir():
+        parser.error(f"--runs {args.runs}: no such folder")
+    tags = sorted({str(json.loads(p.read_text()).get("tag")) for p in args.runs.rglob("*.json")})
+    if args.tag not in tags:
+        parser.error(f"--tag {args.tag!r}: no record under {args.runs} has it; the tags there: {', '.join(tags) or 'none'}")
     print(summarize(args.runs, args.tag), end="")
 
 

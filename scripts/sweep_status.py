@@ -21,7 +21,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the sweeper run.py -m uses
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from runner.records import find_record, record_stem
 
@@ -80,7 +82,13 @@ def main() -> int:
     available = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
     if args.experiment not in available:
         parser.error(f"unknown experiment {args.experiment!r}; choose from {', '.join(available)}")
-    done, missing = status(args.experiment, args.overrides, args.runs, args.launched_from)
+    try:
+        done, missing = status(args.experiment, args.overrides, args.runs, args.launched_from)
+    except (HydraException, OmegaConfBaseException) as err:  # an override that names no key, group or choice
+        reason = " ".join(line.strip() for line in str(err).strip().splitlines()[:2]).strip()
+        if getattr(err, "options", None):  # a config group's unknown choice
+            reason += f"; choose one of: {', '.join(err.options)}"
+        parser.error(f"{' '.join(args.overrides)}: {reason}")
     print(f"{args.experiment}: {len(done)} of {len(done) + len(missing)} runs have a record")
     for cell, checkpoint in missing:
         resumes = "" if checkpoint is None else f" (resumes from step {checkpoint[0]}: {checkpoint[1]})"

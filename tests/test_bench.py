@@ -102,7 +102,11 @@ def test_fused_lora_is_the_frozen_model_plus_m_a_and_trains_only_its_factors(tin
 
 @pytest.mark.parametrize("argv, message", [(["--methods", "lora"], "invalid choice: 'lora'"),
                                            (["--methods", "triadapt"], "--methods triadapt: add floor"),
-                                           (["--blocks", "1", "0", "7"], "--blocks 1 0 7: every block holds")])
+                                           (["--blocks", "1", "0", "7"], "--blocks 1 0 7: every block holds"),
+                                           (["--steps", "0"], "--steps 0: each must be an integer >= 1"),
+                                           (["--lengths", "64", "0"], "--lengths 64 0: each must be an integer >= 1"),
+                                           (["--dropouts", "1"], "--dropouts 1.0: each must be in [0, 1)"),
+                                           (["--tasks", "squad_v2"], "invalid choice: 'squad_v2'")])
 def test_bench_names_a_bad_argument(argv, message, tmp_path, capsys):
     import bench
 

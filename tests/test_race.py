@@ -2,6 +2,8 @@
 
 import importlib.util
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -29,3 +31,13 @@ def test_the_table_gives_each_contestant_its_times_as_ratios_to_the_trainers():
     table = race.markdown({"settings": {"task": "sst2", "steps": 2, "target": 0.85}, "contestants": [hf, ours, slow]})
     assert "| ours, method=lora | 1, 80.0 | 0.80 | 330.0 | 1.10 | 87.00 | 87.00 |" in table
     assert "| ours, method=triadapt_linear | None, None | – | 340.0 | 1.13 | 84.00 | 84.00 |" in table
+
+
+@pytest.mark.parametrize("argv, message", [(["--steps", "0"], "--steps 0: must be an integer >= 1"),
+                                           (["--target", "85"], "--target 85.0: a dev accuracy in (0, 1]"),
+                                           (["--task", "stsb"], "invalid choice: 'stsb'")])
+def test_a_bad_argument_stops_before_the_busy_check_or_any_run(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        _race().main([*argv, "--out", str(tmp_path)])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 RUN = ["model=tiny_deberta", "task=rte", "method=triadapt_linear", "train.max_steps=6", "train.batch_size=8",
@@ -54,6 +56,20 @@ def test_rerun_matches_and_a_changed_record_is_reported(tmp_path, data_dir):
     assert again.returncode == 1 and "DIFFERS" in again.stdout and "  evaluations: recorded" in again.stdout
 
 
-def test_missing_record_is_a_clear_error(tmp_path):
-    out = reproduce(tmp_path / "nope.json")
-    assert out.returncode == 2 and "no record at" in out.stderr
+@pytest.mark.parametrize("text, message", [(None, "no record at"), ("# a README", "is not a JSON run record"),
+                                           ('{"best": 1}', "is not a run record: it stores no command"),
+                                           ('{"command": "bash x.sh"}', "cannot re-run 'bash x.sh'")])
+def test_what_is_not_a_record_is_a_clear_error(tmp_path, text, message):
+    path = tmp_path / "record.json"
+    if text is not None:
+        path.write_text(text)
+    out = reproduce(path)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_rerun_that_fails_says_so_without_a_traceback(tmp_path):
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps({"command": "python run.py method=no_such_method task=rte"}))
+    out = reproduce(path)
+    assert out.returncode == 1 and "not reproduced: the re-run stopped with exit status 2" in out.stderr
+    assert "Traceback" not in out.stderr and "method='no_such_method'" in out.stderr

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import ROOT, compose_config
@@ -61,6 +62,15 @@ def test_unknown_experiment_names_the_choices(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep_status.py"), "tabel1"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "unknown experiment 'tabel1'" in out.stderr and "table1" in out.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trian.threads=1", "trian.threads=1: Could not override 'trian.threads'. To append to your config use +trian.threads=1"),
+    ("method=lorra", "method=lorra: In 'config': Could not find 'method/lorra'; choose one of: adalora, bitfit,")])
+def test_a_bad_override_names_itself_and_the_choices(override, message):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep_status.py"), "fig3", override],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and f"sweep_status.py: error: {message}" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_each_stage_of_the_schedule_length_study_lists_its_own_cells(tmp_path):

@@ -4,9 +4,12 @@ the ad-hoc 7-step LoRA record is left out; AdaLoRA's single CoLA seed shows as "
 and its claim is "inconclusive (one seed)"; Table IV: LoRA EM 52, 54 -> 53.00 ± 1.41 under the all-empty
 baseline row 49.71, TriAdaptLoRA's single seed "(n=1)")."""
 
+import json
 import subprocess
 from pathlib import Path
 import sys
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -164,6 +167,36 @@ def test_readme_include_of_a_table_never_written_is_an_error(tmp_path):
     assert readme.read_text() == original
 
 
+@pytest.mark.parametrize("script", ["make_tables.py", "make_figures.py"])
+@pytest.mark.parametrize("runs, message", [("missing", "--runs {runs}: no such folder"),
+                                           ("empty", "--runs {runs}: no run record (*.json) under it"),
+                                           ("broken", "{runs}/x.json is not a JSON run record"),
+                                           ("ad_hoc", "no record under {runs} follows a protocol")])
+def test_a_wrong_runs_folder_stops_naming_it_and_leaves_every_output_as_it_was(tmp_path, script, runs, message):
+    """A typo in --runs, or a folder of ad hoc records, once deleted every committed table as 'stale'."""
+    folder = tmp_path / runs
+    if runs != "missing":
+        folder.mkdir()
+    if runs == "broken":
+        (folder / "x.json").write_text("{oops")
+    if runs == "ad_hoc":  # a record of no protocol: another learning rate
+        record = json.loads(next((FIXTURES / "records").rglob("*.json")).read_text())
+        record["config"]["train"]["lr"] = 0.12345
+        (folder / "x.json").write_text(json.dumps(record))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "table1_minilm_cpu.md").write_text("the committed table\n")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--runs", str(folder), "--out", str(out)],
+                          capture_output=True, text=True)
+    if script == "make_figures.py" and runs == "ad_hoc":  # figures from no protocol's record: none, and no error
+        assert done.returncode == 0 and done.stdout == ""
+    else:
+        assert done.returncode == 2 and done.stderr.startswith("error: " + message.format(runs=folder))
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert [p.name for p in out.iterdir()] == ["table1_minilm_cpu.md"]
+    assert (out / "table1_minilm_cpu.md").read_text() == "the committed table\n"
+
+
 def test_ablation_claims_pair_the_full_method_with_each_variant_per_seed():
     """Table II and III's claims: nonlinear minus its variant on the seeds both have (no_orth: +2, +4 -> "holds";
     no_norm has seed 0 only; sqrt_r has no run, so no row)."""
@@ -302,3 +335,20 @@ def test_an_option_the_protocol_config_lacks_is_still_paired(tmp_path):
     _, rows = tables.option_table(tables.option_runs(records, "dropout_sampler"), tables.runs_by_protocol(records),
                                   "method.dropout_sampler")
     assert [row[2] for row in rows] == ["method.dropout_sampler=uniform"] and rows[0][5] == "+1.00"
+
+
+def test_summarize_runs_lists_a_tags_records_and_names_a_tag_no_record_has(tmp_path):
+    for name, tag in (("rte--triadapt_linear--seed0.json", "mine"), ("rte--lora--seed0.json", "theirs")):
+        record = json.loads((FIXTURES / "records" / name).read_text())
+        record.update(tag=tag, metric="accuracy", last={"main": 0.6}, trainable_parameters={"at_start": 1000,
+                      "at_end": 2000}, wall_time_s=90)  # what a real record has beyond the fixtures
+        (tmp_path / name).write_text(json.dumps(record))
+    script = [sys.executable, str(ROOT / "scripts" / "summarize_runs.py"), "--runs", str(tmp_path)]
+    done = subprocess.run([*script, "--tag", "mine"], capture_output=True, text=True, check=True)
+    [row] = done.stdout.splitlines()[2:]
+    assert row == "| triadapt_linear | rte | minilm | 300 | accuracy | 63.00 | 60.00 | 1,000 | 2,000 | 1.5 |"
+    done = subprocess.run([*script, "--tag", "min"], capture_output=True, text=True)
+    assert done.returncode == 2 and f"--tag 'min': no record under {tmp_path} has it; the tags there: mine, theirs" \
+        in done.stderr
+    done = subprocess.run([*script[:-1], str(tmp_path / "nope"), "--tag", "mine"], capture_output=True, text=True)
+    assert done.returncode == 2 and f"--runs {tmp_path / 'nope'}: no such folder" in done.stderr
