@@ -149,6 +149,46 @@ def test_config_rejects_bad_values(bad, message):
         TriAdaptConfig(target_modules=TARGETS, **bad)
 
 
+@pytest.mark.parametrize("bad, message", [
+    (dict(r_ref="8"), "r_ref='8' must be an integer"), (dict(total_steps=10.0), "total_steps=10.0 must be an integer"),
+    (dict(alpha="16"), "alpha='16' must be a number"), (dict(budget_exact=1), "budget_exact=1 must be True or False"),
+    (dict(target_modules="query_proj"), "target_modules='query_proj' must be a list of module-name suffixes"),
+])
+def test_config_names_a_value_of_the_wrong_type(bad, message):
+    with pytest.raises(TypeError, match=message):
+        TriAdaptConfig(**{"target_modules": TARGETS, **bad})
+
+
+@pytest.mark.parametrize("settings, message", [(dict(), r"total_steps=0: set it to the run's number of optimizer steps"),
+                                               (dict(total_steps=150, t0=100, interval=100), "first event would be at step 200")])
+def test_growing_under_a_schedule_with_no_event_says_so_at_the_first_call(tiny_model, settings, message):
+    """A library user who never sets total_steps, or whose t0 and interval leave no event, used to grow nothing silently."""
+    tri = TriAdaptModel(tiny_model, TriAdaptConfig(target_modules=TARGETS, **settings))
+    with pytest.raises(ValueError, match=message):
+        tri.grow(0)
+    assert tri.total_rank() == 12
+
+
+def test_wrapping_twice_and_loading_what_is_not_a_triadapt_adapter_are_named(tiny_model, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from runner.models import load_model
+    from tests.conftest import compose_config
+
+    def fresh():
+        return load_model(compose_config("model=tiny_deberta").model, "classification", 2, cls_dropout=0.0, seed=0)
+
+    tri = make(tiny_model)
+    with pytest.raises(ValueError, match="already holds TriAdaptLoRA layers: wrap the base model once"):
+        TriAdaptModel(tri.model, tri.config)
+    with pytest.raises(FileNotFoundError, match=f"no TriAdaptLoRA adapter at {tmp_path / 'none'}: adapter_config.json"):
+        TriAdaptModel.from_pretrained(fresh(), tmp_path / "none")
+    get_peft_model(fresh(), LoraConfig(r=4, target_modules=["query_proj"])).save_pretrained(tmp_path / "peft")
+    with pytest.raises(ValueError, match=r"is not a TriAdaptLoRA config: .*PEFT adapter \(peft_type='LORA'\): load it "
+                                         r"with peft.PeftModel.from_pretrained"):
+        TriAdaptModel.from_pretrained(fresh(), tmp_path / "peft")
+
+
 def test_schedule_that_cannot_grow_fails_at_start():
     config = TriAdaptConfig(target_modules=TARGETS, total_steps=150, t0=100, interval=100)
     with pytest.raises(ValueError, match="T=150.*first event would be at step 200"):

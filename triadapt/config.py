@@ -14,6 +14,26 @@ SCALINGS = ("current_rank", "reference_rank")
 MIDDLE_INITS = ("gaussian", "identity")
 
 
+INTEGER_FIELDS = ("total_steps", "r_init", "r_ref", "delta_r", "fixed_k", "t0", "interval", "seed")
+NUMBER_FIELDS = ("alpha", "eps", "dropout", "init_std", "orth_reg_weight")
+FLAG_FIELDS = ("share_dropout_masks", "orth_squared", "budget_exact", "preserve_function_at_growth")
+
+
+def _check_types(config: "TriAdaptConfig") -> None:
+    """A value of the wrong type (e.g. r_ref="8" read from a text file) is named before any comparison trips on it."""
+    for names, kind, fits in ((INTEGER_FIELDS, "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+                              (NUMBER_FIELDS, "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+                              (FLAG_FIELDS, "True or False", lambda v: isinstance(v, bool))):
+        for name in names:
+            value = getattr(config, name)
+            if not fits(value):
+                raise TypeError(f"{name}={value!r} must be {kind}")
+    targets = config.target_modules
+    if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
+        raise TypeError(f"target_modules={targets!r} must be a list of module-name suffixes, e.g. "
+                        f"['attention.self.query', 'attention.self.value'], or [] for the model family's preset")
+
+
 def _check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
@@ -70,6 +90,7 @@ class TriAdaptConfig:
     growth_blocks: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self):
+        _check_types(self)
         _check_choice("mode", self.mode, MODES)
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
         _check_choice("rounding", self.rounding, ROUNDINGS)
@@ -99,6 +120,9 @@ class TriAdaptConfig:
     def check_schedule(self) -> None:
         """Fail before training when no growth event fits inside the run."""
         T = self.total_steps
+        if T < 1:
+            raise ValueError(f"total_steps={T}: set it to the run's number of optimizer steps (T of Eqs. 12-14); "
+                             f"growth is scheduled over it")
         if T <= self.t0 or not growth_steps(self.t0, self.interval, T):
             first = (self.t0 // self.interval + 1) * self.interval
             raise ValueError(

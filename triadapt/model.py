@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -50,6 +51,9 @@ class TriAdaptModel(nn.Module):
 
     def __init__(self, model: nn.Module, config: TriAdaptConfig):
         super().__init__()
+        if any(isinstance(m, TriAdaptLinear) for m in model.modules()):
+            raise ValueError("the model already holds TriAdaptLoRA layers: wrap the base model once "
+                             "(TriAdaptModel.from_pretrained loads a saved adapter onto a fresh base model)")
         self.model = model
         self.config = config
         for p in model.parameters():
@@ -79,6 +83,7 @@ class TriAdaptModel(nn.Module):
                 layer.dropout = self.shared_dropout
         self.previous_norms = self._normalized_norms()
         self.growth_history: list[dict] = []
+        self._schedule_checked = False
 
     # -- structure -------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -117,6 +122,9 @@ class TriAdaptModel(nn.Module):
     def grow(self, step: int) -> list[nn.Parameter]:
         """One growth event at optimizer step ``step`` if the schedule says so; returns new parameters."""
         c = self.config
+        if not self._schedule_checked:  # a schedule with no event (or total_steps never set) would grow nothing, silently
+            c.check_schedule()
+            self._schedule_checked = True
         if self.remaining <= 0 or not schedule.is_growth_step(step, c.t0, c.interval, c.total_steps):
             return []
         M = len(self.layer_names)
@@ -193,7 +201,17 @@ class TriAdaptModel(nn.Module):
     def from_pretrained(cls, model: nn.Module, directory: str | os.PathLike) -> "TriAdaptModel":
         """Rebuild every matrix at its saved rank, then load the weights (safetensors only)."""
         directory = Path(directory)
-        config = TriAdaptConfig(**json.loads((directory / CONFIG_NAME).read_text()))
+        config_file = directory / CONFIG_NAME
+        if not config_file.is_file():
+            raise FileNotFoundError(f"no TriAdaptLoRA adapter at {directory}: {CONFIG_NAME} is missing "
+                                    f"(TriAdaptModel.save_pretrained writes it)")
+        saved = json.loads(config_file.read_text())
+        unknown = sorted(set(saved) - {f.name for f in fields(TriAdaptConfig)})
+        if unknown:
+            peft = (f"; it is a PEFT adapter (peft_type={saved['peft_type']!r}): load it with "
+                    f"peft.PeftModel.from_pretrained") if "peft_type" in saved else ""
+            raise ValueError(f"{config_file} is not a TriAdaptLoRA config: unknown keys {unknown[:5]}{peft}")
+        config = TriAdaptConfig(**saved)
         wrapped = cls(model, config)
         state = load_file(str(directory / WEIGHTS_NAME))
         wrapped.load_trainable(state)
