@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 # One rule for which run fills a cell, shared with the tables (a sibling script: on the path when run).
-from make_tables import (LADDER, LADDER_TASKS, SCHEDULE_METHODS, SWEEPS, label, paired_gap, protocol,  # noqa: E402
+from make_tables import (LADDER, LADDER_TASKS, SCHEDULE_METHODS, SWEEPS, fail, label, paired_gap, protocol,  # noqa: E402
                          read_records, runs_by_protocol, schedule_runs, score, sensitivity_points)
 
 MATRICES = ["Wq", "Wk", "Wv", "Wa", "Wm", "Wo"]
@@ -264,7 +264,11 @@ def main():
     records = read_records(args.runs)  # stops, naming --runs, before anything is written
     if WRITE:
         args.out.mkdir(parents=True, exist_ok=True)
-    for path in all_figures(records, args.out):
+    paths = all_figures(records, args.out)
+    if not paths:
+        fail(f"no record under {args.runs} feeds a figure (protocol runs of Table I, the sweeps of Figs. 2-5, the "
+             f"ladder or the schedule-length study); nothing was written")
+    for path in paths:
         print(path)
 
 
