@@ -97,7 +97,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     check_settings(OmegaConf.to_container(cfg, resolve=True))
     try:
         check_options(cfg.method)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise ConfigError(f"method {cfg.method.name}: {e}") from None
     record_dir, stem = Path(cfg.results_dir) / cfg.model.name, records.record_stem(cfg)
     if cfg.skip_existing:

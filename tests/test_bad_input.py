@@ -84,6 +84,7 @@ def test_every_shipped_method_and_task_passes():
 
 BAD_OPTIONS = [  # a method's named options: (override, what the message must say)
     ("+method.dropout_sampler=gauss", "dropout_sampler='gauss' is not valid; choose one of: bernoulli, uniform"),
+    ("+method.preserve_function_at_growth=yes", "preserve_function_at_growth='yes' must be True or False"),
     ("method.mode=linaer", "mode='linaer' is not valid; choose one of: linear, nonlinear, fixed_k"),
     ("method.normalization=l2", "normalization='l2' is not valid; choose one of: r, sqrt_r, none"),
     ("method.rounding=round", "rounding='round' is not valid; choose one of: ceil, floor"),
