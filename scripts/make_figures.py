@@ -198,22 +198,33 @@ def schedule_gap(records: list[dict], out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks), 3.8), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             by_steps = study[(model, task)]
+            shown = [0.0]  # every value drawn, for the axis' range and ticks
             for index, method in enumerate(SCHEDULE_METHODS[1:]):
                 points = [(steps, paired_gap(by_method, method)) for steps, by_method in sorted(by_steps.items())]
                 points = [(steps, gaps) for steps, gaps in points if gaps]
                 if not points:
                     continue
                 colour = f"C{index}"
+                means = [np.mean(g) for _, g in points]
+                stds = [np.std(g, ddof=1) if len(g) > 1 else 0.0 for _, g in points]
                 for steps, gaps in points:
                     ax.scatter([steps] * len(gaps), gaps, color=colour, alpha=0.45, s=14)
-                ax.errorbar([p[0] for p in points], [np.mean(g) for _, g in points], marker="o", color=colour,
-                            yerr=[np.std(g, ddof=1) if len(g) > 1 else 0 for _, g in points], capsize=3,
+                ax.errorbar([p[0] for p in points], means, marker="o", color=colour, yerr=stds, capsize=3,
                             label=label(method))
+                shown += [v for _, g in points for v in g] + [m + sd for m, sd in zip(means, stds)] + \
+                    [m - sd for m, sd in zip(means, stds)]
             ax.axhline(0, color="grey", linewidth=0.8)
             ax.set_xscale("log")
+            ax.set_yscale("symlog", linthresh=10)  # a collapsed run (LoRA on STS-B: +62) shown without flattening the rest
+            low, high = min(shown), max(shown)
+            ax.set_ylim(low - 0.15 * abs(low) - 0.5, high + 0.15 * abs(high) + 0.5)
+            ax.set_yticks([t for t in (-100, -50, -20, -10, -5, -2, 0, 2, 5, 10, 20, 50, 100) if low - 1 <= t <= high + 1],
+                          [f"{t:+d}" if t else "0" for t in (-100, -50, -20, -10, -5, -2, 0, 2, 5, 10, 20, 50, 100)
+                           if low - 1 <= t <= high + 1])
             ax.set_xticks(sorted(by_steps), [str(steps) for steps in sorted(by_steps)])  # the study's Ts, no minor labels
             ax.minorticks_off()
-            ax.set(title=task, xlabel="T (optimizer steps, log scale)", ylabel="score − LoRA's, same seed (points)")
+            ax.set(title=task, xlabel="T (optimizer steps, log scale)",
+                   ylabel="score − LoRA's, same seed (points;\nlinear within ±10, log beyond)")
             ax.legend(fontsize=7)
         paths.append(save(fig, out / f"schedule_gap_{model}.png",
                           f"Gap to LoRA against the schedule length, {model}, CPU protocol at each T (mean ± std over seeds)"))
