@@ -22,14 +22,14 @@ HYDRA_FILES = {".hydra", "run.log", "multirun.yaml"}  # what Hydra writes into a
 
 
 def remove_unstarted_run(output_dir: Path) -> bool:
-    """Remove a run folder that holds only Hydra's own files, and the parents that this leaves empty (up to the
-    working directory). True if it was removed."""
-    output_dir = Path(output_dir).resolve()
+    """Remove a run folder that holds only Hydra's own files, and the parents inside the working directory that this
+    leaves empty (Hydra's outputs/<date>/); a folder outside it is the user's and stays. True if it was removed."""
+    output_dir, cwd = Path(output_dir).resolve(), Path.cwd().resolve()
     if not output_dir.is_dir() or any(p.name not in HYDRA_FILES for p in output_dir.iterdir()):
         return False
     shutil.rmtree(output_dir)
     for parent in output_dir.parents:
-        if parent == Path.cwd().resolve() or any(parent.iterdir()):
+        if cwd not in parent.parents or any(parent.iterdir()):
             break
         parent.rmdir()
     return True

@@ -134,6 +134,17 @@ def test_command_line_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, arg
     assert list(tmp_path.iterdir()) == []  # no outputs/ or multirun/ folder, no record
 
 
+def test_a_run_that_never_started_keeps_the_users_own_empty_folder(tmp_path):
+    """Hydra's run folder goes, and the empty folders it made inside the working directory, but not an empty folder
+    outside it that the user made for the run (it used to be removed with every empty parent up to the first full one)."""
+    mine = tmp_path / "mine"
+    (mine / "empty").mkdir(parents=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    status, _ = cli(work, "method=triadapt_linear", "train.lr=-1", f"hydra.run.dir={mine / 'empty' / 'run'}")
+    assert status == 2 and list((mine / "empty").iterdir()) == [] and list(work.iterdir()) == []
+
+
 def test_bad_data_on_the_command_line_is_one_line_exit_2_and_leaves_nothing(tmp_path, data_dir):
     rte = tmp_path / "data" / "glue" / "RTE"
     rte.mkdir(parents=True)
