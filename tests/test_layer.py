@@ -139,7 +139,7 @@ def test_fused_forward_and_gradients_equal_plain_autograd():
 
 def test_folded_forward_and_gradients_equal_plain_autograd():
     """``folded_forward`` (ours): one GEMM with W0 + M A, the same function and gradients as Eq. 5 in float64; with
-    dropout it falls back to the fused node (the adapter reads another input than the base)."""
+    dropout (the adapter reads another input than the base) or under autocast it falls back to the fused node."""
     torch.manual_seed(0)
     base = nn.Linear(7, 5).double().requires_grad_(False)
     layer = TriAdaptLinear(base, [2, 3], alpha=4.0, folded_forward=True).double()
@@ -162,6 +162,9 @@ def test_folded_forward_and_gradients_equal_plain_autograd():
     assert layer(x).grad_fn.name().endswith("_FusedAdapterLinearBackward")
     layer.eval()  # no dropout at eval: folded again
     assert layer(x).grad_fn.name().endswith("_FoldedAdapterLinearBackward")
+    layer32 = TriAdaptLinear(nn.Linear(7, 5).requires_grad_(False), 2, alpha=4.0, folded_forward=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 would round M A away in W0 + M A: the fused node runs
+        assert layer32(torch.randn(3, 7, requires_grad=True)).grad_fn.name().endswith("_FusedAdapterLinearBackward")
 
 
 def test_shared_dropout_reuses_the_mask_only_for_the_same_input():

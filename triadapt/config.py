@@ -21,9 +21,10 @@ FLAG_FIELDS = ("share_dropout_masks", "orth_squared", "budget_exact", "preserve_
 
 def _check_types(config: "TriAdaptConfig") -> None:
     """A value of the wrong type (e.g. r_ref="8" read from a text file) is named before any comparison trips on it."""
-    for names, kind, fits in ((INTEGER_FIELDS, "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-                              (NUMBER_FIELDS, "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
-                              (FLAG_FIELDS, "True or False", lambda v: isinstance(v, bool))):
+    for names, kind, fits in (
+            (INTEGER_FIELDS, "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+            (NUMBER_FIELDS, "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+            (FLAG_FIELDS, "True or False", lambda v: isinstance(v, bool))):
         for name in names:
             value = getattr(config, name)
             if not fits(value):

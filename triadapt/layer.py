@@ -111,11 +111,11 @@ class _FusedAdapterLinear(torch.autograd.Function):
 
 
 class _FoldedAdapterLinear(torch.autograd.Function):
-    """y = x (W0 + M A)^T + b, without dropout (ours, an option: ``TriAdaptConfig.folded_forward``): the rank-r
-    update is folded into a copy of the frozen weight once per call, so the tokens pass through one GEMM instead of
-    W0's GEMM plus two rank-r products, and the input gradient is one GEMM with the folded weight. The same function
-    and gradients as ``_FusedAdapterLinear`` up to float rounding; it saves passes over the tokens x width activations
-    at the cost of one d x n weight per call and matrix."""
+    """y = x (W0 + M A)^T + b, without dropout or autocast (ours, an option: ``TriAdaptConfig.folded_forward``):
+    the rank-r update is folded into a copy of the frozen weight once per call, so the tokens pass through one GEMM
+    instead of W0's GEMM plus two rank-r products, and the input gradient is one GEMM with the folded weight. The
+    same function and gradients as ``_FusedAdapterLinear`` up to float rounding; it saves passes over the tokens x
+    width activations at the cost of one d x n weight per call and matrix."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, a, m):
@@ -293,13 +293,14 @@ class TriAdaptLinear(nn.Module):
             dropped = None if isinstance(self.dropout, nn.Identity) else self.dropout(x)
             x_adapter = None if dropped is x else dropped  # None: the adapter reads x itself
             weight, bias, a = self.base_weight(), base.bias, self.factor_a()
-            if torch.is_autocast_enabled(x.device.type):  # a custom node is not autocast: cast as nn.Linear would be
+            autocast = torch.is_autocast_enabled(x.device.type)
+            if self.folded_forward and x_adapter is None and not autocast:  # in bf16 W0 + M A would round M A away
+                return _FoldedAdapterLinear.apply(x, weight, bias, a, m)
+            if autocast:  # a custom node is not autocast: cast as nn.Linear would be
                 dtype = torch.get_autocast_dtype(x.device.type)
                 x, weight, a, m = x.to(dtype), weight.to(dtype), a.to(dtype), m.to(dtype)
                 bias = None if bias is None else bias.to(dtype)
                 x_adapter = None if x_adapter is None else x_adapter.to(dtype)
-            if self.folded_forward and x_adapter is None:
-                return _FoldedAdapterLinear.apply(x, weight, bias, a, m)
             return _FusedAdapterLinear.apply(x, x_adapter, weight, bias, a, m)
         return base(x) + (self.dropout(x) @ self.factor_a().t()) @ m.t()
 

@@ -122,7 +122,7 @@ class TriAdaptModel(nn.Module):
     def grow(self, step: int) -> list[nn.Parameter]:
         """One growth event at optimizer step ``step`` if the schedule says so; returns new parameters."""
         c = self.config
-        if not self._schedule_checked:  # a schedule with no event (or total_steps never set) would grow nothing, silently
+        if not self._schedule_checked:  # no event in the schedule (or T never set) would mean no growth, silently
             c.check_schedule()
             self._schedule_checked = True
         if self.remaining <= 0 or not schedule.is_growth_step(step, c.t0, c.interval, c.total_steps):
