@@ -28,8 +28,7 @@ class RunContext:
 
 # Options beyond the paper (conf/method/ladder*.yaml, triadapt_linear_authors_code.yaml); absent from the paper's own
 # method configs, so that their resolved configs, and with them the records' identities, stay as they were.
-ABLATION_KEYS = ("parametrization", "scaling", "a_init", "middle_init", "preserve_function_at_growth", "dropout_sampler",
-                 "folded_forward")
+ABLATION_KEYS = ("parametrization", "scaling", "a_init", "middle_init", "preserve_function_at_growth", "dropout_sampler")
 
 
 def triadapt_config(m, ctx: RunContext) -> TriAdaptConfig:

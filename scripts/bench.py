@@ -108,8 +108,7 @@ def fused_lora(model, targets: list[str], rank: int, dropout: float) -> Method:
     return Method(model)
 
 
-TRIADAPT_METHODS = ("triadapt", "triadapt_one_block", "triadapt_folded", "triadapt_shared_dropout",
-                    "triadapt_uniform_dropout")
+TRIADAPT_METHODS = ("triadapt", "triadapt_one_block", "triadapt_shared_dropout", "triadapt_uniform_dropout")
 METHODS = ("floor", "full_ft", "peft_lora", "fused_lora", *TRIADAPT_METHODS, "adalora", "increlora")
 REAL_RUN_BLOCKS = [1, 4, 3]  # rank 8 in 3 growth blocks: a Table I linear run ends with 2.75 blocks per matrix on average
 
@@ -134,8 +133,7 @@ def build(method: str, name: str, dropout: float, T: int, blocks: list[int] = RE
         config = TriAdaptConfig(target_modules=targets, total_steps=T, dropout=dropout, alpha=16,
                                 growth_blocks={n: blocks for n in names},
                                 share_dropout_masks=method == "triadapt_shared_dropout",
-                                dropout_sampler="uniform" if method == "triadapt_uniform_dropout" else "bernoulli",
-                                folded_forward=method == "triadapt_folded")
+                                dropout_sampler="uniform" if method == "triadapt_uniform_dropout" else "bernoulli")
         tri = TriAdaptModel(model, config)
         method_obj = Method(tri)
         method_obj.regularizer = tri.orthogonal_regularizer

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from triadapt import TriAdaptLinear
-from triadapt.layer import SharedInputDropout, UniformMaskDropout, _FoldedAdapterLinear, make_dropout
+from triadapt.layer import SharedInputDropout, UniformMaskDropout, make_dropout
 
 
 def unpack_lower(packed_blocks, r):
@@ -135,36 +135,6 @@ def test_fused_forward_and_gradients_equal_plain_autograd():
     # With a trainable base (full fine-tuning around it) the plain path runs, and the base gets its gradient.
     base.weight.requires_grad_(True)
     assert layer(x).grad_fn.name() == "AddBackward0"
-
-
-def test_folded_forward_and_gradients_equal_plain_autograd():
-    """``folded_forward`` (ours): one GEMM with W0 + M A, the same function and gradients as Eq. 5 in float64; with
-    dropout (the adapter reads another input than the base) or under autocast it falls back to the fused node."""
-    torch.manual_seed(0)
-    base = nn.Linear(7, 5).double().requires_grad_(False)
-    layer = TriAdaptLinear(base, [2, 3], alpha=4.0, folded_forward=True).double()
-    with torch.no_grad():
-        for p in layer.tri_b:
-            p.normal_()
-    x = torch.randn(3, 4, 7, dtype=torch.float64, requires_grad=True)
-    y = layer(x)
-    assert y.grad_fn.name().endswith("_FoldedAdapterLinearBackward")
-    expected = base(x) + layer.scale * x @ (layer.factor_b() @ (layer.lower() + layer.upper()) @ layer.factor_a()).t()
-    torch.testing.assert_close(y, expected)
-    weights = torch.randn_like(y)
-    params = [x, *layer.tri_a, *layer.tri_b, *layer.tri_l, *layer.tri_u]
-    for got, want in zip(torch.autograd.grad((y * weights).sum(), params),
-                         torch.autograd.grad((expected * weights).sum(), params)):
-        torch.testing.assert_close(got, want)
-    a, m = layer.factor_a().detach().requires_grad_(True), torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(_FoldedAdapterLinear.apply, (x, base.weight, base.bias, a, m))
-    layer.dropout = nn.Dropout(0.5)
-    assert layer(x).grad_fn.name().endswith("_FusedAdapterLinearBackward")
-    layer.eval()  # no dropout at eval: folded again
-    assert layer(x).grad_fn.name().endswith("_FoldedAdapterLinearBackward")
-    layer32 = TriAdaptLinear(nn.Linear(7, 5).requires_grad_(False), 2, alpha=4.0, folded_forward=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 would round M A away in W0 + M A: the fused node runs
-        assert layer32(torch.randn(3, 7, requires_grad=True)).grad_fn.name().endswith("_FusedAdapterLinearBackward")
 
 
 def test_shared_dropout_reuses_the_mask_only_for_the_same_input():

@@ -16,7 +16,7 @@ MIDDLE_INITS = ("gaussian", "identity")
 
 INTEGER_FIELDS = ("total_steps", "r_init", "r_ref", "delta_r", "fixed_k", "t0", "interval", "seed")
 NUMBER_FIELDS = ("alpha", "eps", "dropout", "init_std", "orth_reg_weight")
-FLAG_FIELDS = ("share_dropout_masks", "orth_squared", "budget_exact", "preserve_function_at_growth", "folded_forward")
+FLAG_FIELDS = ("share_dropout_masks", "orth_squared", "budget_exact", "preserve_function_at_growth")
 
 
 def _check_types(config: "TriAdaptConfig") -> None:
@@ -64,9 +64,6 @@ class TriAdaptConfig:
     # How the dropout mask is drawn: bernoulli (nn.Dropout) | uniform (rand >= p: the same distribution from another
     # random stream, about half the cost on CPU; ours, off by default)
     dropout_sampler: str = "bernoulli"
-    # Without dropout, compute each adapted layer as one GEMM with W0 + M A, the update folded into a copy of the frozen
-    # weight at every call (ours, off by default; the same function up to float rounding, other last bits)
-    folded_forward: bool = False
     init_std: float = 0.02  # N(0, init_std) for A, L, U and every new unit
     mode: str = "linear"  # linear | nonlinear | fixed_k
     fixed_k: int = 3  # k of the fixed_k mode
@@ -136,8 +133,7 @@ class TriAdaptConfig:
 
     def layer_options(self) -> dict:
         """Keyword arguments of ``TriAdaptLinear`` that this parametrisation and these ablations imply."""
-        preserve = {"preserve_function": self.preserve_function_at_growth, "dropout_sampler": self.dropout_sampler,
-                    "folded_forward": self.folded_forward}
+        preserve = {"preserve_function": self.preserve_function_at_growth, "dropout_sampler": self.dropout_sampler}
         if self.parametrization == "authors_code":
             return {"a_init": self.a_init, "middle_diagonal": 1.0, "new_b": "zeros", "fixed_scale": 2.0, **preserve}
         return {"a_init": self.a_init, "middle_diagonal": 0.5 if self.middle_init == "identity" else None,

@@ -110,36 +110,6 @@ class _FusedAdapterLinear(torch.autograd.Function):
         return grad_x, grad_x_adapter, None, None, grad_a, grad_m
 
 
-class _FoldedAdapterLinear(torch.autograd.Function):
-    """y = x (W0 + M A)^T + b, without dropout or autocast (ours, an option: ``TriAdaptConfig.folded_forward``):
-    the rank-r update is folded into a copy of the frozen weight once per call, so the tokens pass through one GEMM
-    instead of W0's GEMM plus two rank-r products, and the input gradient is one GEMM with the folded weight. The
-    same function and gradients as ``_FusedAdapterLinear`` up to float rounding; it saves passes over the tokens x
-    width activations at the cost of one d x n weight per call and matrix."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, a, m):
-        x2 = x.reshape(-1, x.shape[-1])
-        folded = torch.addmm(weight, m, a)
-        y = torch.addmm(bias, x2, folded.t()) if bias is not None else x2 @ folded.t()
-        ctx.save_for_backward(x2, folded, a, m)
-        ctx.input_shape = x.shape
-        return y.view(*x.shape[:-1], weight.shape[0])
-
-    @staticmethod
-    def backward(ctx, grad):
-        x2, folded, a, m = ctx.saved_tensors
-        g = grad.reshape(-1, grad.shape[-1])
-        grad_x = grad_a = grad_m = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (g @ folded).view(ctx.input_shape)
-        if ctx.needs_input_grad[3]:
-            grad_a = (m.t() @ g.t()) @ x2
-        if ctx.needs_input_grad[4]:
-            grad_m = ((a @ x2.t()) @ g).t()
-        return grad_x, None, None, grad_a, grad_m
-
-
 class TriAdaptLinear(nn.Module):
     """A frozen linear map plus a growing triangular-split low-rank update. The base is an ``nn.Linear``
     (weight d x n) or, with ``fan_in_fan_out=True``, a layer that stores its weight transposed (n x d) and
@@ -149,15 +119,14 @@ class TriAdaptLinear(nn.Module):
                  init_std: float = 0.02, eps: float = 1e-5, generator: torch.Generator | None = None,
                  a_init: str = "gaussian", middle_diagonal: float | None = None, new_b: str = "gaussian",
                  fixed_scale: float | None = None, fan_in_fan_out: bool = False, preserve_function: bool = False,
-                 dropout_sampler: str = "bernoulli", folded_forward: bool = False):
+                 dropout_sampler: str = "bernoulli"):
         """``a_init``, ``middle_diagonal``, ``new_b`` and ``fixed_scale`` default to the paper (Sec. III.C, Eq. 5):
         A, L, U and every new unit's B ~ N(0, init_std), scale alpha/(r+eps). The alternatives serve the ablation
         ladder and the authors' code (``TriAdaptConfig.layer_options``): A as PEFT's LoRA draws it
         (``kaiming_uniform``), L and U of each unit zero but their diagonal entry ``middle_diagonal``, new B
         columns zero (``new_b="zeros"``), and a scale that ignores the rank (``fixed_scale``). ``preserve_function``
         (ours, beyond the paper) makes growth leave the layer's function unchanged: see ``grow``; ``dropout_sampler``
-        picks how the adapter-input dropout draws its mask (``make_dropout``); ``folded_forward`` (ours) computes the
-        layer without dropout as one GEMM with W0 + M A (``_FoldedAdapterLinear``)."""
+        picks how the adapter-input dropout draws its mask (``make_dropout``)."""
         super().__init__()
         if a_init not in A_INITS:
             raise ValueError(f"a_init={a_init!r} is not valid; choose one of: {', '.join(A_INITS)}")
@@ -166,7 +135,7 @@ class TriAdaptLinear(nn.Module):
         self.base_layer, self.fan_in_fan_out = base, fan_in_fan_out
         self.alpha, self.eps, self.init_std = alpha, eps, init_std
         self.a_init, self.middle_diagonal, self.new_b, self.fixed_scale = a_init, middle_diagonal, new_b, fixed_scale
-        self.preserve_function, self.folded_forward = preserve_function, folded_forward
+        self.preserve_function = preserve_function
         self.dropout = make_dropout(dropout, dropout_sampler)
         self.tri_a = nn.ParameterList()
         self.tri_b = nn.ParameterList()
@@ -293,10 +262,7 @@ class TriAdaptLinear(nn.Module):
             dropped = None if isinstance(self.dropout, nn.Identity) else self.dropout(x)
             x_adapter = None if dropped is x else dropped  # None: the adapter reads x itself
             weight, bias, a = self.base_weight(), base.bias, self.factor_a()
-            autocast = torch.is_autocast_enabled(x.device.type)
-            if self.folded_forward and x_adapter is None and not autocast:  # in bf16 W0 + M A would round M A away
-                return _FoldedAdapterLinear.apply(x, weight, bias, a, m)
-            if autocast:  # a custom node is not autocast: cast as nn.Linear would be
+            if torch.is_autocast_enabled(x.device.type):  # a custom node is not autocast: cast as nn.Linear would be
                 dtype = torch.get_autocast_dtype(x.device.type)
                 x, weight, a, m = x.to(dtype), weight.to(dtype), a.to(dtype), m.to(dtype)
                 bias = None if bias is None else bias.to(dtype)
