@@ -181,10 +181,16 @@ def steps_label(steps: int, cpu_steps: int, paper_steps: int) -> str:
     return f"{steps} ({what})"
 
 
-def paired_gap(runs: dict, method: str) -> list[float]:
-    """``method`` minus LoRA per seed both ran, at one T."""
+def paired_gap(runs: dict, method: str, value=None) -> list[float]:
+    """``method`` minus LoRA per seed both ran, at one T, by ``value`` of a record (default: its best score)."""
+    value = value or score
     a, b = runs.get(method, {}), runs.get("lora", {})
-    return [score(a[s]) - score(b[s]) for s in sorted(set(a) & set(b))]
+    return [value(a[s]) - value(b[s]) for s in sorted(set(a) & set(b))]
+
+
+def last_score(record: dict) -> float:
+    """The dev score of a run's last evaluation in percent (GLUE)."""
+    return 100 * record["last"]["main"]
 
 
 def schedule_tables(study: dict, model: str) -> tuple[tuple, tuple]:
@@ -206,9 +212,11 @@ def schedule_tables(study: dict, model: str) -> tuple[tuple, tuple]:
                 diffs = paired_gap(by_method, method)
                 if diffs:
                     said = verdict(diffs).replace("does not hold", "behind").replace("holds", "ahead")
-                    gaps.append([task, when, label(method), ", ".join(f"{d:+.2f}" for d in diffs), cell(diffs), said])
+                    gaps.append([task, when, label(method), ", ".join(f"{d:+.2f}" for d in diffs), cell(diffs), said,
+                                 cell(paired_gap(by_method, method, last_score))])
     return ((["task", "T (steps)", "T / T_paper", *[label(m) for m in methods]], scores),
-            (["task", "T (steps)", "method", "per-seed difference to LoRA", "mean ± std", "verdict"], gaps))
+            (["task", "T (steps)", "method", "per-seed difference to LoRA", "mean ± std", "verdict",
+              "at the last evaluation"], gaps))
 
 
 def option_runs(records: list[dict], tag: str) -> dict:
@@ -534,7 +542,9 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
                       + cost, scores),
                      (f"schedule_gaps_{model}", f"**Gap to LoRA against T.** {where}: each method minus LoRA, paired per "
                       f"seed at the same T; \"ahead\"/\"behind\" when every seed agrees and the mean is more than one "
-                      f"std from 0.", gaps)]
+                      f"std from 0. The last column: the same difference between the runs' last evaluations (mean ± "
+                      f"std), a check on best-of-run, which favours runs with more evaluations (a run evaluates every "
+                      f"epoch, so a longer run more often).", gaps)]
     perturbation = perturbation_runs(records)
     for model in sorted({m for m, *_ in perturbation}):
         sections.append((f"growth_perturbation_{model}", f"**What a growth event changes (issue 25).** "
