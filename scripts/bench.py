@@ -7,8 +7,9 @@
 Each training step (forward, backward, the method's hooks, AdamW) is timed in train mode (the backbone's own
 dropout on, as in training), methods interleaved step by step in one process, after warm-up steps: on fixed
 random batches of each length, and on the real length-grouped batches of each GLUE task of ``--tasks`` (the
-runner's batching, the same batches for every method). The median is reported as a ratio to the *floor* (the
-frozen model, backward for input gradients only) and to PEFT LoRA at the same dropout. Every adapter method is
+runner's batching, the same batches for every method). Each step's time is divided by the *floor*'s (the frozen
+model, backward for input gradients only) on the same batch, and by PEFT LoRA's at the same dropout; the median of
+these paired ratios is reported with their interquartile range, which says how far a difference can be read. Every adapter method is
 measured at its final budget (rank 8 per matrix; AdaLoRA at its initial 12). ``fused_lora`` is
 the least a rank-8 factorised adapter costs in this code (``FusedLoRALinear``). Peak memory: each method's step runs
 in a fresh process, and the peak resident memory during two steps above that after loading is reported. Also
@@ -190,10 +191,25 @@ def step_times(name: str, inputs: list[dict], dropout: float, args) -> dict:
             elapsed = train_step(meth, optimizers[m], inputs[step], step)
             if step >= args.warmup:
                 times[m].append(elapsed)
-    medians = {m: statistics.median(t) for m, t in times.items()}
-    return {"seconds": medians,
-            "vs_floor": {m: v / medians["floor"] for m, v in medians.items()} if "floor" in medians else {},
-            "vs_peft_lora": {m: v / medians["peft_lora"] for m, v in medians.items()} if "peft_lora" in medians else {}}
+    result = {"seconds": {m: statistics.median(t) for m, t in times.items()}, "step_seconds": times}
+    for reference in ("floor", "peft_lora"):
+        if reference in times:
+            ratios = paired_ratios(times, reference)
+            result[f"vs_{reference}"] = {m: r["median"] for m, r in ratios.items()}
+            result[f"vs_{reference}_iqr"] = {m: r["iqr"] for m, r in ratios.items()}
+    return result
+
+
+def paired_ratios(times: dict[str, list[float]], reference: str) -> dict[str, dict]:
+    """Each method's step time over ``reference``'s on the same step (the same batch, moments apart): the median of
+    these ratios and their interquartile range. Pairing removes what the batches' lengths and the machine's drift
+    add to a ratio of two medians."""
+    out = {}
+    for method, seconds in times.items():
+        ratios = [t / r for t, r in zip(seconds, times[reference])]
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+        out[method] = {"median": statistics.median(ratios), "iqr": [q1, q3]}
+    return out
 
 
 def resident_mb() -> float:
@@ -295,16 +311,20 @@ def markdown(result: dict) -> str:
         f"Load average at the start: {result.get('load_average_at_start', float('nan')):.2f} (a quiet machine)."
     lines = [f"Command: `{result['command']}`  ", f"Machine: {result['machine']['platform']}, "
              f"{result['machine']['cpus']} CPUs, torch threads {result['machine']['torch_threads']}; batch "
-             f"{result['settings']['batch_size']}, median of {result['settings']['steps']} steps after "
+             f"{result['settings']['batch_size']}, {result['settings']['steps']} timed steps after "
              f"{result['settings']['warmup']} warm-up steps, train mode; TriAdaptLoRA's growth blocks per matrix: "
              f"{result['settings'].get('blocks', [1, 7])}. {busy}", "",
-             "Step time as a multiple of the floor (frozen model, input gradients only); length \"(real)\": the "
-             "task's length-grouped training batches:", "",
+             "Step time as a multiple of the floor (frozen model, input gradients only) on the same batch: the median "
+             "of the per-step ratios, and their interquartile range below; length \"(real)\": the task's "
+             "length-grouped training batches:", "",
              "| model | length | dropout | floor (s) | " + " | ".join(methods) + " |",
              "|---|---|---|---|" + "---|" * len(methods)]
     for row in result["step_times"]:
         lines.append(f"| {row['model']} | {row['length']} | {row['dropout']} | {row['seconds']['floor']:.2f} | "
                      + " | ".join(f"{row['vs_floor'][m]:.2f}" for m in methods) + " |")
+        if "vs_floor_iqr" in row:
+            lines.append("|  |  |  | (IQR) | " + " | ".join("{:.2f}–{:.2f}".format(*row["vs_floor_iqr"][m]) for m in methods)
+                         + " |")
     if "peft_lora" in methods:
         lines += ["", "The same step times as a multiple of PEFT LoRA at the same dropout:", "",
                   "| model | length | dropout | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]

@@ -25,11 +25,23 @@ def test_bench_record_has_every_method(tmp_path, data_dir, monkeypatch):
     assert result["memory"] == []
     for row in result["step_times"]:
         assert set(row["seconds"]) == methods and row["vs_floor"]["floor"] == 1.0
-        assert row["vs_peft_lora"]["peft_lora"] == 1.0
+        assert row["vs_peft_lora"]["peft_lora"] == 1.0 and row["vs_floor_iqr"]["floor"] == [1.0, 1.0]
+        assert all(len(t) == 2 for t in row["step_seconds"].values())
     allocation = result["allocation"][0]
     assert allocation["triadapt_M"] == 12 and allocation["triadapt_event_s"] > 0
     assert set(result["eval"][0]["vs_bare"]) == {"bare", "unmerged", "merged"}
     assert (tmp_path / f"{path.stem}.md").read_text().count("| tiny |") == 4 + 4 + 1 + 1  # step times twice, ...
+
+
+def test_ratios_are_paired_per_step_with_their_interquartile_range():
+    """Steps on batches of different lengths: floor 1, 2, 4 s, the method 1.1, 2.4, 4.4 s. Paired: ratios 1.1, 1.2,
+    1.1 -> median 1.1, quartiles 1.1 and 1.15; the ratio of the two medians would read 2.4 / 2 = 1.2."""
+    import bench
+
+    ratios = bench.paired_ratios({"floor": [1.0, 2.0, 4.0], "triadapt": [1.1, 2.4, 4.4]}, "floor")
+    assert ratios["floor"] == {"median": 1.0, "iqr": [1.0, 1.0]}
+    assert ratios["triadapt"]["median"] == pytest.approx(1.1)
+    assert ratios["triadapt"]["iqr"] == pytest.approx([1.1, 1.15])
 
 
 def test_peak_memory_is_measured_per_method_in_its_own_process(tmp_path):
