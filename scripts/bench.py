@@ -9,8 +9,8 @@ dropout on, as in training), methods interleaved step by step in one process, af
 random batches of each length, and on the real length-grouped batches of each GLUE task of ``--tasks`` (the
 runner's batching, the same batches for every method). Each step's time is divided by the *floor*'s (the frozen
 model, backward for input gradients only) on the same batch, and by PEFT LoRA's at the same dropout; the median of
-these paired ratios is reported with their interquartile range, which says how far a difference can be read. Every adapter method is
-measured at its final budget (rank 8 per matrix; AdaLoRA at its initial 12). ``fused_lora`` is
+these paired ratios is reported with their interquartile range, which says how far a difference can be read.
+Every adapter method is measured at its final budget (rank 8 per matrix; AdaLoRA at its initial 12). ``fused_lora`` is
 the least a rank-8 factorised adapter costs in this code (``FusedLoRALinear``). Peak memory: each method's step runs
 in a fresh process, and the peak resident memory during two steps above that after loading is reported. Also
 timed: one TriAdaptLoRA and one IncreLoRA growth event, the per-step bookkeeping of AdaLoRA and IncreLoRA, and
@@ -323,8 +323,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {row['model']} | {row['length']} | {row['dropout']} | {row['seconds']['floor']:.2f} | "
                      + " | ".join(f"{row['vs_floor'][m]:.2f}" for m in methods) + " |")
         if "vs_floor_iqr" in row:
-            lines.append("|  |  |  | (IQR) | " + " | ".join("{:.2f}–{:.2f}".format(*row["vs_floor_iqr"][m]) for m in methods)
-                         + " |")
+            spreads = (f"{low:.2f}–{high:.2f}" for low, high in (row["vs_floor_iqr"][m] for m in methods))
+            lines.append("|  |  |  | (IQR) | " + " | ".join(spreads) + " |")
     if "peft_lora" in methods:
         lines += ["", "The same step times as a multiple of PEFT LoRA at the same dropout:", "",
                   "| model | length | dropout | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
