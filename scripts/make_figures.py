@@ -10,8 +10,8 @@
   that measured it) the mean relative change of the grown matrices' updates at each event;
 - schedule_gap_<model>.png: the schedule-length study, each method's paired gap to LoRA against T, one panel per task
   (each seed a dot, the mean a line);
-- schedule_curves_<model>_<task>.png: the dev score against the step of each method at the study's longest T
-  (mean over seeds, min-max band);
+- schedule_curves_<model>_<task>.png: the dev score against the step of each method at the study's longest T, one
+  panel per seed, and first the mean over seeds (min-max band) of the methods that ran every seed;
 - ladder_<model>.png: the ablation ladder (ours), score per rung from TriAdaptLoRA linear to LoRA, per task,
   each seed a dot and the mean a line.
 Reads only JSON records (never a model).
@@ -199,12 +199,12 @@ def schedule_gap(records: list[dict], out: Path) -> list[Path]:
         for ax, task in zip(axes[0], tasks):
             by_steps = study[(model, task)]
             shown = [0.0]  # every value drawn, for the axis' range and ticks
-            for index, method in enumerate(SCHEDULE_METHODS[1:]):
+            for method in SCHEDULE_METHODS[1:]:
                 points = [(steps, paired_gap(by_method, method)) for steps, by_method in sorted(by_steps.items())]
                 points = [(steps, gaps) for steps, gaps in points if gaps]
                 if not points:
                     continue
-                colour = f"C{index}"
+                colour = f"C{SCHEDULE_METHODS.index(method)}"  # as in the dev curves
                 means = [np.mean(g) for _, g in points]
                 stds = [np.std(g, ddof=1) if len(g) > 1 else 0.0 for _, g in points]
                 for steps, gaps in points:
@@ -231,29 +231,51 @@ def schedule_gap(records: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+def curve_panels(runs: dict) -> dict:
+    """Panels of a dev-curve figure from method -> seed -> record: title -> method -> the seeds its curve averages.
+    One panel per seed; first, when there are several seeds, their mean for the methods that ran every one."""
+    seeds = sorted({seed for by_seed in runs.values() for seed in by_seed})
+    ordered = [method for method in SCHEDULE_METHODS if runs.get(method)]
+    panels = {}
+    every_seed = {method: seeds for method in ordered if set(runs[method]) == set(seeds)}
+    if len(seeds) > 1 and every_seed:
+        panels[f"mean over seeds {', '.join(map(str, seeds))} (band: min-max)"] = every_seed
+    for seed in seeds:
+        panels[f"seed {seed}"] = {method: [seed] for method in ordered if seed in runs[method]}
+    return panels
+
+
 def schedule_curves(records: list[dict], out: Path) -> list[Path]:
-    """Dev score against step at the longest T of the study, per method (mean over seeds, min-max band)."""
+    """Dev score against step at the longest T of the study, in the panels of ``curve_panels``: no curve mixes
+    seed sets."""
     paths = []
     for (model, task), by_steps in sorted(schedule_runs(records).items()):
         steps = max(by_steps)
         if not WRITE:
             paths.append(out / f"schedule_curves_{model}_{task}.png")
             continue
-        metric = next(r["metric"] for runs in by_steps[steps].values() for r in runs.values())
-        fig, ax = plt.subplots(figsize=(5.6, 3.6))
-        for method in SCHEDULE_METHODS:
-            runs = list(by_steps[steps].get(method, {}).values())
-            if not runs:
-                continue
-            curves = [{e["step"]: 100 * e["main"] for e in r["evaluations"]} for r in runs]
-            xs = sorted(set.intersection(*(set(c) for c in curves)))
-            values = np.array([[c[x] for x in xs] for c in curves])
-            ax.plot(xs, values.mean(axis=0), label=f"{label(method)} (n={len(runs)})")
-            ax.fill_between(xs, values.min(axis=0), values.max(axis=0), alpha=0.2)
-        ax.set(xlabel="optimizer step", ylabel=f"{task} dev {metric} (%)",
-               title=f"Dev score during training at T = {steps}, {task}, {model}")
-        ax.legend(fontsize=7)
-        paths.append(save(fig, out / f"schedule_curves_{model}_{task}.png"))
+        runs = by_steps[steps]
+        panels = curve_panels(runs)
+        metric = next(r["metric"] for by_seed in runs.values() for r in by_seed.values())
+        rows, columns = (len(panels) + 1) // 2, min(len(panels), 2)
+        fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.4 * rows), squeeze=False, sharey=True)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax, (panel, chosen) in zip(axes.flat, panels.items()):
+            for method, seeds in chosen.items():
+                curves = [{e["step"]: 100 * e["main"] for e in runs[method][seed]["evaluations"]} for seed in seeds]
+                xs = sorted(set.intersection(*(set(c) for c in curves)))
+                values = np.array([[c[x] for x in xs] for c in curves])
+                colour = f"C{SCHEDULE_METHODS.index(method)}"
+                ax.plot(xs, values.mean(axis=0), color=colour, label=label(method))
+                if len(seeds) > 1:
+                    ax.fill_between(xs, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.2)
+            ax.set(xlabel="optimizer step", title=panel)
+            ax.legend(fontsize=7)
+        for ax in axes[:, 0]:
+            ax.set_ylabel(f"{task} dev {metric} (%)")
+        paths.append(save(fig, out / f"schedule_curves_{model}_{task}.png",
+                          f"Dev score during training at T = {steps}, {task}, {model}, CPU protocol's rates"))
     return paths
 
 

@@ -29,17 +29,35 @@ def test_tables_match_the_golden_files(tmp_path):
     assert not (tmp_path / "table2_minilm_cpu.tex").exists() and (tmp_path / "notes.txt").exists()
 
 
-def test_rank_grid_places_each_matrix_by_layer_and_type():
+def _make_figures():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("make_figures", ROOT / "scripts" / "make_figures.py")
     figures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(figures)
+    return figures
+
+
+def test_rank_grid_places_each_matrix_by_layer_and_type():
+    figures = _make_figures()
     pattern = {"bert.encoder.layer.0.attention.self.query": 3, "bert.encoder.layer.0.attention.output.dense": 5,
                "bert.encoder.layer.1.output.dense": 7, "deberta.encoder.layer.1.attention.self.value_proj": 2}
     grid = figures.rank_grid(pattern)
     assert grid.tolist() == [[3, 0, 0, 5, 0, 0], [0, 0, 2, 0, 0, 7]]  # columns Wq Wk Wv Wa Wm Wo
 
+
+
+def test_the_dev_curves_mean_panel_holds_only_methods_that_ran_every_seed():
+    """LoRA and TriAdaptLoRA ran seeds 0-2, AdaLoRA seed 0 only: the mean panel averages the pair over 0, 1, 2 and
+    leaves AdaLoRA out; each seed's panel holds every method that ran it. One seed: no mean panel."""
+    figures = _make_figures()
+    runs = {"adalora": {0: {}}, "lora": {0: {}, 1: {}, 2: {}}, "triadapt_linear": {2: {}, 0: {}, 1: {}}}
+    assert figures.curve_panels(runs) == {
+        "mean over seeds 0, 1, 2 (band: min-max)": {"lora": [0, 1, 2], "triadapt_linear": [0, 1, 2]},
+        "seed 0": {"lora": [0], "triadapt_linear": [0], "adalora": [0]},
+        "seed 1": {"lora": [1], "triadapt_linear": [1]},
+        "seed 2": {"lora": [2], "triadapt_linear": [2]}}
+    assert figures.curve_panels({"lora": {0: {}}, "increlora": {0: {}}}) == {"seed 0": {"lora": [0], "increlora": [0]}}
 
 def _make_tables():
     import importlib.util
