@@ -15,6 +15,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA_DIR = Path(os.environ.get("TRIADAPT_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
+def load_script(name: str):
+    """A module of scripts/ (not a package), e.g. load_script("make_tables"), for tests of its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def data_dir():
     if not (DATA_DIR / "glue").is_dir():

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -29,28 +29,18 @@ def test_tables_match_the_golden_files(tmp_path):
     assert not (tmp_path / "table2_minilm_cpu.tex").exists() and (tmp_path / "notes.txt").exists()
 
 
-def _make_figures():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "scripts" / "make_figures.py")
-    figures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(figures)
-    return figures
-
-
 def test_rank_grid_places_each_matrix_by_layer_and_type():
-    figures = _make_figures()
+    figures = load_script("make_figures")
     pattern = {"bert.encoder.layer.0.attention.self.query": 3, "bert.encoder.layer.0.attention.output.dense": 5,
                "bert.encoder.layer.1.output.dense": 7, "deberta.encoder.layer.1.attention.self.value_proj": 2}
     grid = figures.rank_grid(pattern)
     assert grid.tolist() == [[3, 0, 0, 5, 0, 0], [0, 0, 2, 0, 0, 7]]  # columns Wq Wk Wv Wa Wm Wo
 
 
-
 def test_the_dev_curves_mean_panel_holds_only_methods_that_ran_every_seed():
     """LoRA and TriAdaptLoRA ran seeds 0-2, AdaLoRA seed 0 only: the mean panel averages the pair over 0, 1, 2 and
     leaves AdaLoRA out; each seed's panel holds every method that ran it. One seed: no mean panel."""
-    figures = _make_figures()
+    figures = load_script("make_figures")
     runs = {"adalora": {0: {}}, "lora": {0: {}, 1: {}, 2: {}}, "triadapt_linear": {2: {}, 0: {}, 1: {}}}
     assert figures.curve_panels(runs) == {
         "mean over seeds 0, 1, 2 (band: min-max)": {"lora": [0, 1, 2], "triadapt_linear": [0, 1, 2]},
@@ -58,14 +48,6 @@ def test_the_dev_curves_mean_panel_holds_only_methods_that_ran_every_seed():
         "seed 1": {"lora": [1], "triadapt_linear": [1]},
         "seed 2": {"lora": [2], "triadapt_linear": [2]}}
     assert figures.curve_panels({"lora": {0: {}}, "increlora": {0: {}}}) == {"seed 0": {"lora": [0], "increlora": [0]}}
-
-def _make_tables():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_tables", ROOT / "scripts" / "make_tables.py")
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
-    return tables
 
 
 def _write(path, record: dict, config: dict, when: str, value: float):
@@ -75,7 +57,7 @@ def _write(path, record: dict, config: dict, when: str, value: float):
 
 
 def test_the_newest_of_repeated_runs_counts(tmp_path):
-    tables = _make_tables()
+    tables = load_script("make_tables")
     config = tables.protocol_config("cpu", "minilm", "lora", "rte", 0)
     base = {"model": "minilm", "method": "lora", "task": "rte", "seed": 0}
     _write(tmp_path / "a.json", base, config, "2026-01-02T00:00:00+00:00", 0.6)
@@ -89,7 +71,7 @@ def test_variants_of_a_cell_are_left_out(tmp_path):
     cell; where and how the run was kept (tag, threads, data folder) does not matter."""
     import copy
 
-    tables = _make_tables()
+    tables = load_script("make_tables")
     config = tables.protocol_config("cpu", "minilm", "triadapt_linear", "mrpc", 0)
     base = {"model": "minilm", "method": "triadapt_linear", "task": "mrpc", "seed": 0}
     kept = {**copy.deepcopy(config), "tag": "anything", "data": {"dir": "/elsewhere"}}
@@ -110,7 +92,7 @@ def test_squad_cells_follow_table4_and_glue_cells_do_not(tmp_path):
     384 or at length 256 is ad hoc, and table4's length never reaches a GLUE cell."""
     import copy
 
-    tables = _make_tables()
+    tables = load_script("make_tables")
     squad = tables.protocol_config("cpu", "minilm", "lora", "squad_v2", 0)
     assert (squad["train"]["max_steps"], squad["task"]["max_seq_length"], squad["task"]["doc_stride"]) == (1500, 128, 32)
     assert tables.protocol_config("cpu", "minilm", "lora", "rte", 0)["task"]["max_seq_length"] == 320
@@ -129,7 +111,7 @@ def test_squad_cells_follow_table4_and_glue_cells_do_not(tmp_path):
 def test_a_sensitivity_curve_takes_its_default_point_from_the_protocol_cell_of_its_own_task():
     import copy
 
-    tables = _make_tables()
+    tables = load_script("make_tables")
 
     def protocol_run(task, seed, score):
         return {"model": "minilm", "method": "triadapt_linear", "task": task, "seed": seed, "tag": "table1",
@@ -158,7 +140,7 @@ def test_sensitivity_table_gives_each_value_its_mean_and_each_row_its_range():
     lacks is "–" and leaves its range; one seed of two says (n=1)."""
     curves = {"triadapt_linear": {100: [84.0], 200: [85.0, 86.0]},
               "increlora": {100: [80.0], 200: [83.0, 85.0], 400: [81.0]}}
-    header, rows = _make_tables().sensitivity_table(curves, default=200)
+    header, rows = load_script("make_tables").sensitivity_table(curves, default=200)
     assert header == ["method", "100", "200 (protocol)", "400", "range"]
     assert rows == [["increlora", "80.00 (n=1)", "84.00 ± 1.41", "81.00 (n=1)", "4.00"],
                     ["triadapt_linear", "84.00 (n=1)", "85.50 ± 0.71", "–", "1.50"]]
@@ -217,7 +199,7 @@ def test_a_wrong_runs_folder_stops_naming_it_and_leaves_every_output_as_it_was(t
 def test_ablation_claims_pair_the_full_method_with_each_variant_per_seed():
     """Table II and III's claims: nonlinear minus its variant on the seeds both have (no_orth: +2, +4 -> "holds";
     no_norm has seed 0 only; sqrt_r has no run, so no row)."""
-    tables = _make_tables()
+    tables = load_script("make_tables")
     run = lambda value: {"task": "rte", "best": {"main": value}}  # noqa: E731
     by_method = {"triadapt_nonlinear": {"rte": {0: run(0.60), 1: run(0.62)}},
                  "triadapt_nonlinear_no_orth": {"rte": {0: run(0.58), 1: run(0.58), 2: run(0.90)}},
@@ -231,7 +213,7 @@ def test_ablation_claims_pair_the_full_method_with_each_variant_per_seed():
 def test_ladder_rows_pair_each_rung_with_the_one_above():
     """Rung 1 minus rung 0 on MRPC: +2, +3 -> 2.50 ± 0.71, "higher"; rung 2 has no run: "–"; LoRA (rung 6) is
     paired with rung 1, the nearest rung above with runs: +3, -1 -> inconclusive. Only tasks a rung ran on count."""
-    tables = _make_tables()
+    tables = load_script("make_tables")
     run = lambda value: {"task": "mrpc", "best": {"main": value}}  # noqa: E731
     by_method = {"triadapt_linear": {"mrpc": {0: run(0.75), 1: run(0.76)}},
                  "ladder1_fixed_scale": {"mrpc": {0: run(0.77), 1: run(0.79)}},
@@ -254,7 +236,7 @@ def _study_records(tmp_path):
     study's own runs: 9 of 1800 s each, 4.5 h."""
     import copy
 
-    tables = _make_tables()
+    tables = load_script("make_tables")
     scores = {("lora", 300): [80, 82, 84], ("triadapt_linear", 300): [78, 81, 81], ("lora", 900): [83, 85],
               ("adalora", 900): [86], ("lora", 3450): [85, 86, 87], ("triadapt_linear", 3450): [86, 88, 87],
               ("bitfit", 3450): [99]}
@@ -298,7 +280,7 @@ def test_an_option_sweep_is_paired_with_the_protocol_cell_of_each_seed(tmp_path)
     "holds"; a capped run that also changed the lr is not the sweep's, and Table I's seed 2 has no partner."""
     import copy
 
-    tables = _make_tables()
+    tables = load_script("make_tables")
     base = {"model": "minilm", "method": "triadapt_nonlinear", "task": "stsb"}
     for seed, (capped, protocol) in enumerate([(0.85, 0.84), (0.86, 0.83), (None, 0.80)]):
         config = tables.protocol_config("cpu", "minilm", "triadapt_nonlinear", "stsb", seed)
@@ -325,7 +307,7 @@ def test_perturbation_rows_average_matrices_then_events_then_runs():
     """Seed 0: events {1.0, 0.5} and {0.2} -> 0.75, 0.2 (first 0.75, median 0.475); seed 1: {0.25}, {0.5} and an
     event with nothing learned yet (None, skipped) -> first 0.25, median 0.375. Firsts 0.50 ± 0.35, medians 0.42 ±
     0.07; loss jumps -0.1, +0.2, +0.1 -> +0.067."""
-    tables = _make_tables()
+    tables = load_script("make_tables")
     event = lambda step, **changes: {"step": step, "delta_w_change": changes}  # noqa: E731
     runs = {("minilm", "triadapt_linear", "mrpc", 300): {
         0: {"method_state": {"growth_history": [event(18, a=1.0, b=0.5), event(27, a=0.2)]},
@@ -341,7 +323,7 @@ def test_an_option_the_protocol_config_lacks_is_still_paired(tmp_path):
     Table I's cell (0.76 against 0.75 -> +1.00)."""
     import copy
 
-    tables = _make_tables()
+    tables = load_script("make_tables")
     base = {"model": "minilm", "method": "triadapt_linear", "task": "mrpc", "seed": 0}
     config = tables.protocol_config("cpu", "minilm", "triadapt_linear", "mrpc", 0)
     assert "dropout_sampler" not in config["method"]
