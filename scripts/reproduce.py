@@ -103,6 +103,18 @@ def reproduce(record: dict, scratch: Path) -> dict:
     return json.loads(produced[0].read_text())
 
 
+def report(path: Path, record: dict, again: dict) -> tuple[int, list[str]]:
+    """The exit status (0 reproduced, 1 differs) and the lines that say so, for ``record`` and its re-run ``again``."""
+    diffs, drift = differences(record, again)
+    main_metric = (record.get("best") or {}).get("main")
+    verdict = "DIFFERS" if diffs else "reproduced exactly" if not drift else \
+        f"reproduced (growth scores and update changes equal up to {drift:.1e})"
+    lines = [f"{path}: {verdict}" +
+             f" (recorded best {main_metric!r}, re-run {(again.get('best') or {}).get('main')!r}; "
+             f"recorded at {record['git']['commit'][:8]}, re-run at {again['git']['commit'][:8]})"]
+    return (1 if diffs else 0), lines + ["  " + line for line in diffs]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("record", type=Path)
@@ -122,16 +134,9 @@ def main() -> int:
         except RuntimeError as err:
             print(f"{args.record}: not reproduced: {err}", file=sys.stderr)
             return 1
-    diffs, drift = differences(record, again)
-    main_metric = (record.get("best") or {}).get("main")
-    verdict = "DIFFERS" if diffs else "reproduced exactly" if not drift else \
-        f"reproduced (growth scores and update changes equal up to {drift:.1e})"
-    print(f"{args.record}: {verdict}" +
-          f" (recorded best {main_metric!r}, re-run {(again.get('best') or {}).get('main')!r}; "
-          f"recorded at {record['git']['commit'][:8]}, re-run at {again['git']['commit'][:8]})")
-    for line in diffs:
-        print("  " + line)
-    return 1 if diffs else 0
+    status, lines = report(args.record, record, again)
+    print("\n".join(lines))
+    return status
 
 
 if __name__ == "__main__":

@@ -23,15 +23,23 @@ RUN = ["model=tiny_deberta", "task=rte", "train.batch_size=8", "task.max_seq_len
 STEPS = {"triadapt_linear": 30, "increlora": 30, "adalora": 40}
 
 
-def launch(tmp_path, name, method, processes, data_dir):
+def start(tmp_path, name, method, processes, data_dir):
+    """Starts one run (``processes`` > 1: under torchrun) in the background; its output goes to a file."""
     out = tmp_path / name
+    out.mkdir()
     args = [*RUN, f"method={method}", f"train.max_steps={STEPS[method]}", f"data.dir={data_dir}",
             f"results_dir={out / 'results'}", f"hydra.run.dir={out / 'run'}"]
     prefix = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
               if processes > 1 else [sys.executable])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([*prefix, str(ROOT / "run.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out / "output.txt", "w") as output:
+        return subprocess.Popen([*prefix, str(ROOT / "run.py"), *args], cwd=ROOT, env=env, stdout=output,
+                                stderr=subprocess.STDOUT), out
+
+
+def finish(process, out):
+    """Waits for a run of ``start``; its record, final trainable weights and logged rows."""
+    assert process.wait() == 0, (out / "output.txt").read_text()[-3000:]
     [record_path] = (out / "results").rglob("*.json")
     record = json.loads(record_path.read_text())
     final = load_file(str(Path(record["output_dir"]) / "trainable.safetensors"))  # what a finished run keeps
@@ -41,8 +49,8 @@ def launch(tmp_path, name, method, processes, data_dir):
 
 @pytest.mark.parametrize("method", ["triadapt_linear", "increlora", "adalora"])
 def test_two_replicas_equal_one_process_with_the_same_global_batch(tmp_path, data_dir, method):
-    single, single_weights, single_log = launch(tmp_path, "single", method, 1, data_dir)
-    ddp, ddp_weights, ddp_log = launch(tmp_path, "ddp", method, 2, data_dir)
+    runs = [start(tmp_path, "single", method, 1, data_dir), start(tmp_path, "ddp", method, 2, data_dir)]  # side by side
+    (single, single_weights, single_log), (ddp, ddp_weights, ddp_log) = (finish(*run) for run in runs)
 
     assert single["distributed"] is None
     assert ddp["distributed"]["world_size"] == 2 and ddp["command"].startswith("torchrun --nnodes=1 --nproc_per_node=2")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 RUN = ["model=tiny_deberta", "task=rte", "method=triadapt_linear", "train.max_steps=6", "train.batch_size=8",
        "task.max_seq_length=64", "train.eval_every=3", "train.eval_batch_size=128", "train.threads=1"]
@@ -34,27 +34,23 @@ def test_rerun_matches_and_a_changed_record_is_reported(tmp_path, data_dir):
     assert len(list((tmp_path / "again" / "runs").rglob("*.json"))) == 1  # the re-run went to --keep only
     assert len(list((tmp_path / "results").rglob("*.json"))) == 1
 
+    # Against that re-run, in process (a re-run is the same each time): what the report says of altered records.
+    report = load_script("reproduce").report
+    [rerun] = [json.loads(p.read_text()) for p in (tmp_path / "again" / "runs").rglob("*.json")]
     event = record["method_state"]["growth_history"][0]
     name = next(iter(event["scores"]))
     event["scores"][name] += 2e-7  # float noise in a score: reported as a drift, not a difference
-    drifted = tmp_path / "drifted.json"
-    drifted.write_text(json.dumps(record))
-    again = reproduce(drifted)
-    assert again.returncode == 0 and "update changes equal up to 2.0e-07" in again.stdout, again.stdout
+    status, lines = report(path, record, rerun)
+    assert status == 0 and "update changes equal up to 2.0e-07" in lines[0] and len(lines) == 1, lines
 
     for old_event in record["method_state"]["growth_history"]:  # a record made before the update changes were measured
         del old_event["delta_w_change"]
-    older = tmp_path / "older.json"
-    older.write_text(json.dumps(record))
-    again = reproduce(older)
-    assert again.returncode == 0 and "update changes equal up to 2.0e-07" in again.stdout, again.stdout
+    status, lines = report(path, record, rerun)
+    assert status == 0 and "update changes equal up to 2.0e-07" in lines[0], lines
 
     record["evaluations"][0]["main"] += 1e-9
-    changed = tmp_path / "changed.json"
-    changed.write_text(json.dumps(record))
-    again = reproduce(changed)
-    assert again.returncode == 1 and "DIFFERS" in again.stdout and "  evaluations: recorded" in again.stdout
-
+    status, lines = report(path, record, rerun)
+    assert status == 1 and "DIFFERS" in lines[0] and lines[1].startswith("  evaluations: recorded"), lines
 
 @pytest.mark.parametrize("text, message", [(None, "no record at"), ("# a README", "is not a JSON run record"),
                                            ('{"best": 1}', "is not a run record: it stores no command"),
