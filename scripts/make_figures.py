@@ -61,7 +61,7 @@ WRITE = True  # False (--list): name the figures the records give, without drawi
 
 def save(fig, path: Path, title: str | None = None) -> Path:
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, wrap=True)  # a narrow figure breaks its title, not its edges
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
