@@ -93,8 +93,12 @@ def check_keys(args: list[str], conf_dir: Path) -> None:
 def summary(record: dict, path: Path) -> str:
     """What a run ends on: its score against the majority class, its final ranks in one line, its record."""
     best, last, floor = record["best"], record["last"], record["data"].get("majority_class")
-    lines = [f"{record['task']} dev {record['metric']}: best {best['main']:.4f} (step {best['step']}), "
-             f"last {last['main']:.4f}" + ("" if floor is None else f"; always the majority class: {floor:.4f}")]
+    selected, metric = record.get("selected"), record["metric"]
+    chosen = (f"best {best['main']:.4f} (step {best['step']})" if selected is None else
+              f"{selected['main']:.4f} at the best validation step {selected['step']} "
+              f"(validation {selected['metrics']['validation'][metric]:.4f})")
+    lines = [f"{record['task']} dev {metric}: {chosen}, last {last['main']:.4f}"
+             + ("" if floor is None else f"; always the majority class: {floor:.4f}")]
     state = record.get("method_state") or {}
     if state.get("rank_pattern"):
         ranks = " ".join(str(r) for r in state["rank_pattern"].values())

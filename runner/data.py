@@ -74,6 +74,24 @@ def read_glue_tsv(path: Path, task_cfg) -> Split:
     return Split(texts[0], texts[1] if len(texts) > 1 else None, labels)
 
 
+def hold_out(split: Split, fraction: float, seed: int, stratify: bool) -> tuple[Split, Split, list[int]]:
+    """Carve a seeded validation split from a training split: (training rest, validation, the validation rows'
+    indices in the original split, sorted). Stratified by label for classification, so both parts keep the class
+    balance. Every choice (learning rate, checkpoint) is made on it; the GLUE dev set stays untouched."""
+    from sklearn.model_selection import train_test_split
+
+    rows = list(range(len(split)))
+    kept, held = train_test_split(rows, test_size=fraction, random_state=seed,
+                                  stratify=split.labels if stratify else None)
+
+    def take(indices):
+        return Split([split.text_a[i] for i in indices], None if split.text_b is None else
+                     [split.text_b[i] for i in indices], [split.labels[i] for i in indices])
+
+    kept, held = sorted(kept), sorted(held)
+    return take(kept), take(held), held
+
+
 def _from_hub(task_cfg) -> dict[str, Split]:
     import datasets
 
@@ -139,5 +157,9 @@ def train_loader(dataset: Features, tokenizer, batch_size: int, seed: int, epoch
                       generator=torch.Generator().manual_seed(seed))
 
 
-def eval_loader(dataset: Features, tokenizer, batch_size: int) -> DataLoader:
+def eval_loader(dataset: Features, tokenizer, batch_size: int, by_length: bool = False) -> DataLoader:
+    """Evaluation batches in file order, or (``by_length``) longest first, which pads far less; the metrics take
+    predictions with their labels, so the order changes nothing but the last bits of the logits."""
+    if by_length:
+        dataset = Features(sorted(dataset.items, key=lambda item: -len(item["input_ids"])))
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=DataCollatorWithPadding(tokenizer))

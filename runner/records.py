@@ -113,7 +113,8 @@ IGNORED_FOR_IDENTITY = ("resume", "skip_existing", "tag", "data", "results_dir",
                         "train.keep_checkpoints")
 # Settings added after records were made: at this value they compute what the records computed without them, so
 # a record that lacks the key and a config that holds this value are the same run.
-ADDED_WITH_DEFAULT = {"train.precision": "fp32", "train.fused_adamw": False}
+ADDED_WITH_DEFAULT = {"train.precision": "fp32", "train.fused_adamw": False, "train.validation_fraction": 0.0,
+                      "train.validation_seed": 0, "train.eval_by_length": False}
 
 
 def run_identity(config: dict) -> dict:

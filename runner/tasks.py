@@ -8,10 +8,11 @@ import numpy as np
 import torch
 
 from . import squad
-from .data import DataError, Features, encode_split, eval_loader, load_glue
+from .data import DataError, Features, encode_split, eval_loader, hold_out, load_glue
 from .distributed import Replicas
 from .metrics import glue_metrics
 from .models import hub_reachable
+from .settings import ConfigError
 
 
 def to_device(batch: dict, device) -> dict:
@@ -23,17 +24,29 @@ def _device(model) -> torch.device:
 
 
 class GlueTask:
+    """A GLUE task. With ``validation_fraction`` > 0, that share of the training set (seeded by ``validation_seed``,
+    stratified by label) is held out as the ``validation`` split, evaluated beside dev and never trained on."""
+
     head = "classification"
 
-    def __init__(self, task_cfg, data_dir, tokenizer, eval_batch_size: int):
+    def __init__(self, task_cfg, data_dir, tokenizer, eval_batch_size: int, validation_fraction: float = 0.0,
+                 validation_seed: int = 0, eval_by_length: bool = False):
         self.cfg = task_cfg
         splits, self.source = load_glue(task_cfg, data_dir)
         self.num_labels = 1 if task_cfg.labels is None else len(task_cfg.labels)
+        self.protocol = {}
+        eval_names = list(task_cfg.eval_files)
+        if validation_fraction:
+            splits["train"], splits["validation"], rows = hold_out(splits["train"], validation_fraction,
+                                                                   validation_seed, stratify=self.num_labels > 1)
+            eval_names.append("validation")
+            self.protocol["validation"] = {"fraction": validation_fraction, "seed": validation_seed,
+                                           "examples": len(rows), "train_examples": len(splits["train"]),
+                                           "rows": rows}  # indices into the official train file's data rows
         self.train_set = encode_split(splits["train"], tokenizer, task_cfg.max_seq_length)
         self.eval_loaders = {name: eval_loader(encode_split(splits[name], tokenizer, task_cfg.max_seq_length),
-                                               tokenizer, eval_batch_size) for name in task_cfg.eval_files}
+                                               tokenizer, eval_batch_size, eval_by_length) for name in eval_names}
         self.eval_sizes = {name: len(loader.dataset) for name, loader in self.eval_loaders.items()}
-        self.protocol = {}
         headline = splits[next(iter(task_cfg.eval_files))].labels
         self.majority_baseline = None if self.num_labels == 1 else glue_metrics(
             task_cfg.name, [max(set(headline), key=headline.count)] * len(headline), headline)[task_cfg.metric]
@@ -120,9 +133,14 @@ class SquadTask:
         return {"dev": squad.squad_v2_scores(self.examples, predictions, na_scores, spans)}
 
 
-def build_task(task_cfg, data_dir, tokenizer, eval_batch_size: int):
+def build_task(task_cfg, data_dir, tokenizer, eval_batch_size: int, validation_fraction: float = 0.0,
+               validation_seed: int = 0, eval_by_length: bool = False):
     if task_cfg.kind == "glue":
-        return GlueTask(task_cfg, data_dir, tokenizer, eval_batch_size)
+        return GlueTask(task_cfg, data_dir, tokenizer, eval_batch_size, validation_fraction, validation_seed,
+                        eval_by_length)
+    if validation_fraction:
+        raise ConfigError(f"train.validation_fraction={validation_fraction}: a held-out validation split is made for "
+                          f"GLUE tasks only; task {task_cfg.name} ({task_cfg.kind}) takes 0")
     if task_cfg.kind == "squad_v2":
         return SquadTask(task_cfg, data_dir, tokenizer, eval_batch_size)
     raise ValueError(f"task.kind={task_cfg.kind!r}; valid: glue, squad_v2")

@@ -111,7 +111,8 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
 
     # 1. Data: tokenized once, truncated to the task's max length, padded per batch.
     tokenizer = load_tokenizer(cfg.model)
-    data = build_task(task, cfg.data.dir, tokenizer, train_cfg.eval_batch_size)
+    data = build_task(task, cfg.data.dir, tokenizer, train_cfg.eval_batch_size, train_cfg.validation_fraction,
+                      train_cfg.validation_seed, train_cfg.eval_by_length)
     train_set = data.train_set
 
     # 2. Step budget. T counts optimizer steps. The paper's step settings (warm-up, t0, intervals) refer
@@ -244,7 +245,9 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
                 last_main = metrics[next(iter(metrics))][task.metric]
                 evaluations.append({"step": done, "epoch": done / steps_per_epoch, "metrics": metrics, "main": last_main})
                 meta["train_time_at_evaluations_s"].append(round(meta["train_time_s"], 2))
-                log.info(f"step {done}/{total_steps}: dev {task.metric} {last_main:.4f}")
+                held_out = metrics.get("validation", {}).get(task.metric)
+                log.info(f"step {done}/{total_steps}: dev {task.metric} {last_main:.4f}"
+                         + ("" if held_out is None else f", validation {held_out:.4f}"))
             if replicas.is_main and (done % checkpoint_every == 0 or done == total_steps):
                 log_file.flush()
                 checkpoint.save(output_dir, done, method.model, optimizer, scheduler, method,
@@ -256,6 +259,9 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
 
     # 6. The record: everything needed to know how this number was made.
     best = max(evaluations, key=lambda e: -np.inf if np.isnan(e["main"]) else e["main"])
+    # With a validation split, the checkpoint a run reports is chosen there (the earliest of equal scores), never on dev.
+    selected = None if "validation" not in data.eval_sizes else max(
+        evaluations, key=lambda e: -np.inf if np.isnan(v := e["metrics"]["validation"][task.metric]) else v)
     record = {
         "command": meta["command"],
         "resumed_at": meta["resumed_at"],
@@ -283,6 +289,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         "metric": task.metric,
         "evaluations": evaluations,
         "best": best, "last": evaluations[-1],
+        "selected": None if selected is None else {"by": "validation", **selected},
         "method_state": method.summary(),
         "growth_losses": losses_around(output_dir / "log.csv", meta["growth_steps"]) if replicas.is_main else [],
         "output_dir": str(output_dir),
