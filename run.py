@@ -107,6 +107,14 @@ def summary(record: dict, path: Path) -> str:
     return "\n".join(lines)
 
 
+def resume_command() -> str:
+    """This command with ``resume=true``: a single run continues its checkpoint; a sweep with fixed run folders (the
+    experiments') resumes every interrupted cell when launched again as it was."""
+    args = [a for a in sys.argv[1:] if not a.startswith("resume=")]
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    return " ".join(["python", Path(sys.argv[0]).name, *args, *([] if multirun else ["resume=true"])])
+
+
 def fail(error: Exception, output_dir: Path) -> None:
     where = "" if remove_unstarted_run(output_dir) else f" (log: {Path(output_dir) / 'run.log'})"
     print(f"error: {error}{where}", file=sys.stderr)
@@ -123,12 +131,22 @@ def main(cfg: DictConfig) -> float:
     from runner.checkpoint import ResumeError  # torch and transformers: only once the settings are known to be good
     from runner.data import DataError
     from runner.models import HubUnavailableError
-    from runner.train import run
+    from runner.train import Interrupted, run
 
     try:
         record, path = run(cfg, output_dir)
     except (ConfigError, HubUnavailableError, DataError, ResumeError) as e:
         fail(e, output_dir)
+    except Interrupted as stopped:
+        print(f"interrupted after step {stopped.step} of {stopped.total}; checkpoint in {stopped.folder}. "
+              f"Continue with: {resume_command()}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        where = "" if remove_unstarted_run(output_dir) else f" (log: {output_dir / 'run.log'})"
+        print(f"interrupted before the first step ended: nothing to resume{where}", file=sys.stderr)
+        sys.exit(130)
+    if Path(record["output_dir"]).resolve() != output_dir.resolve():
+        remove_unstarted_run(output_dir)  # resumed into an earlier folder: the one Hydra made for this launch goes
     log.info(summary(record, path))
     return record["best"]["main"]
 

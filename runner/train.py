@@ -9,6 +9,9 @@ import json
 import logging
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +48,52 @@ def batches_forever(dataset, tokenizer, batch_size: int, seed: int, group_by_len
 
 
 FINISHED = "record.txt"  # written into a run folder once its record exists
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the run after a whole step, whose checkpoint was written."""
+
+    def __init__(self, step: int, total: int, folder: Path):
+        super().__init__(f"interrupted after step {step} of {total}; checkpoint in {folder}")
+        self.step, self.total, self.folder = step, total, folder
+
+
+class StopRequests:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the step it is in (``requested``); a second one stops
+    at once. Installed in the main thread of a one-process run only: replicas would stop at different steps."""
+
+    def __init__(self, active: bool):
+        self.active, self.requested, self.previous = active, False, {}
+
+    def __enter__(self):
+        if self.active:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self.ask)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+    def ask(self, signum, frame) -> None:
+        if self.requested:
+            self.restore()
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step, with a checkpoint (press Ctrl-C again to stop at once)", file=sys.stderr)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+
+def move_log(folder: Path) -> None:
+    """Send this run's log (Hydra's run.log file handler) to ``folder``/run.log, appended: a resumed run logs into
+    the folder it continues, and the new folder Hydra made for it is left with nothing of its own."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            handler.baseFilename, handler.mode = str(Path(folder).resolve() / "run.log"), "a"
 
 
 def find_resumable(output_dir: Path, search_siblings: bool, config: dict) -> Path | None:
@@ -152,6 +201,15 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     resume_dir = find_resumable(output_dir, cfg.resume, meta["config"])
     if cfg.resume and resume_dir is None:
         raise checkpoint.ResumeError(f"resume=true but no checkpoint under {output_dir.parent}")
+    if not cfg.resume and resume_dir is None and replicas.is_main:
+        earlier = find_resumable(output_dir, True, meta["config"])
+        if earlier is not None:
+            log.info(f"an interrupted run of this config has a checkpoint in {earlier}; this run starts over at step "
+                     f"0 (add resume=true to continue that one)")
+        existing = records.find_record(record_dir, stem, meta["config"])
+        if existing is not None:
+            log.info(f"{existing} already holds a run of this config; this run writes another record beside it "
+                     f"(skip_existing=true would reuse it)")
     if resume_dir is not None:
         tensors, state = checkpoint.load(checkpoint.latest_checkpoint(resume_dir))
         checkpoint.check_same_config(state["config"], meta["config"])
@@ -163,7 +221,10 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         meta = {k: state.get(k, meta[k]) for k in meta}
         start_step = state["step"]
         meta["resumed_at"].append(start_step)
+        if resume_dir != output_dir and replicas.is_main:
+            move_log(resume_dir)
         output_dir = resume_dir
+        log.info(f"resumed from step {start_step} of {total_steps} (checkpoint in {resume_dir})")
     if replicas.distributed:  # each replica its own dropout stream (growth draws from its own generators)
         torch.manual_seed((cfg.seed * 1_000_003 + start_step) * 1_009 + replicas.rank)
     if replicas.is_main:
@@ -174,9 +235,6 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     #    regularizer -> backward (DDP averages gradients) -> clip -> before_optimizer_step (growth)
     #    -> optimizer.step -> after_optimizer_step (AdaLoRA) -> scheduler.step -> zero_grad
     #    Each replica trains on its slice of the global batch (runner/distributed.py).
-    log_file = (output_dir / "log.csv").open("w", newline="") if replicas.is_main else open(os.devnull, "w")
-    step_log = csv.writer(log_file)
-    step_log.writerows(log_rows)
     forward_model = replicas.wrap(method.model)
     batches = batches_forever(train_set, tokenizer, train_cfg.batch_size, cfg.seed, train_cfg.group_by_length,
                               skip=start_step * train_cfg.grad_accum)
@@ -195,7 +253,12 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     method.model.train()
     progress = tqdm(range(start_step, total_steps), desc=f"{cfg.method.name}/{task.name}", mininterval=2.0,
                     initial=start_step, total=total_steps, disable=not replicas.is_main)
-    with logging_redirect_tqdm():  # log lines (evaluations, growth) print above the progress bar, and go to run.log
+    # Log lines (evaluations, growth) print above the progress bar, and go to run.log; Ctrl-C stops after a whole step.
+    one_process = not replicas.distributed and threading.current_thread() is threading.main_thread()
+    with logging_redirect_tqdm(), StopRequests(active=one_process) as stop:
+        log_file = (output_dir / "log.csv").open("w", newline="") if replicas.is_main else open(os.devnull, "w")
+        step_log = csv.writer(log_file)
+        step_log.writerows(log_rows)
         for step in progress:
             step_started = time.perf_counter()  # training time, evaluation and checkpoints excluded (scripts/race.py)
             losses = torch.zeros(2, dtype=torch.float64)  # task loss, regularizer: this step's means
@@ -248,11 +311,15 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
                 held_out = metrics.get("validation", {}).get(task.metric)
                 log.info(f"step {done}/{total_steps}: dev {task.metric} {last_main:.4f}"
                          + ("" if held_out is None else f", validation {held_out:.4f}"))
-            if replicas.is_main and (done % checkpoint_every == 0 or done == total_steps):
+            if replicas.is_main and (done % checkpoint_every == 0 or done == total_steps or stop.requested):
                 log_file.flush()
                 checkpoint.save(output_dir, done, method.model, optimizer, scheduler, method,
                                 {**meta, "wall_time_s": meta["wall_time_s"] + time.time() - started,
                                  "grad_scaler": scaler.state_dict()})
+            if stop.requested and done < total_steps:
+                progress.close()
+                log_file.close()
+                raise Interrupted(done, total_steps, output_dir / "checkpoints")
             dev = {"dev": f"{evaluations[-1]['main']:.4f}"} if evaluations else {}  # none before the first evaluation
             progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", **dev)
     log_file.close()

@@ -29,6 +29,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from runner.records import run_identity
+from selection import REPORT_SEEDS, describe, interval, reported_score, select_rate, tuned_runs, validation_means
+from selection import last_score as tuned_last_score
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -217,6 +219,84 @@ def schedule_tables(study: dict, model: str) -> tuple[tuple, tuple]:
     return ((["task", "T (steps)", "T / T_paper", *[label(m) for m in methods]], scores),
             (["task", "T (steps)", "method", "per-seed difference to LoRA", "mean ± std", "verdict",
               "at the last evaluation"], gaps))
+
+
+TUNED_METHODS = ["lora", "triadapt_linear", "adalora", "increlora", "triadapt_linear_authors_code"]
+TUNED_VARIED = ("lr", "max_steps", "eval_every")  # what the tuned study sets per run (conf/experiment/tuned.yaml)
+
+
+@functools.cache
+def tuned_config(model: str, method: str, task: str) -> dict | None:
+    """conf/experiment/tuned.yaml's config of a cell, less the settings it varies per run."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            config = compose(config_name="config", overrides=[f"model={model}", f"method={method}", f"task={task}",
+                                                              "+experiment=tuned", "seed=0"])
+    except HydraException:
+        return None
+    return tuned_identity(comparable(OmegaConf.to_container(config, resolve=True)))
+
+
+def tuned_identity(config: dict) -> dict:
+    return {**{k: v for k, v in config.items() if k != "seed"},
+            "train": {k: v for k, v in config["train"].items() if k not in TUNED_VARIED}}
+
+
+def tuned_study(records: list[dict]) -> dict:
+    """(model, task, method, T) -> learning rate -> seed -> record: the runs whose config is the tuned study's but
+    for the rate, T and evaluation cadence (``selection.tuned_runs``)."""
+    return tuned_runs([r for r in records if r["method"] in TUNED_METHODS and r.get("selected")
+                       and tuned_identity(comparable(r["config"])) == tuned_config(r["model"], r["method"], r["task"])])
+
+
+def tuned_tables(study: dict, model: str, factor: int) -> tuple[tuple, tuple, int]:
+    """(scores and paired intervals, the rate choice, the number of comparisons) of one model's tuned study at
+    T = ``factor`` × the CPU protocol's T: each method at its selected rate, dev at the best validation step over
+    the report seeds, and TriAdaptLoRA linear minus each other method, paired per seed, with a 95% t-interval."""
+    cells = {}
+    for (m, task, method, steps), by_rate in study.items():
+        base = tuned_config(m, method, task)
+        if m == model and base is not None and steps == factor * base["task"]["cpu_steps"]:
+            cells[(task, method)] = (steps, by_rate)
+    tasks = [t for t in GLUE if any(t == task for task, _ in cells)]
+    methods = [m for m in TUNED_METHODS if any(m == method for _, method in cells)]
+    choice, chosen = [], {}
+    for task in tasks:
+        for method in methods:
+            if (task, method) not in cells:
+                continue
+            steps, by_rate = cells[(task, method)]
+            means = validation_means(by_rate)
+            winner = select_rate(means)
+            chosen[(task, method)] = by_rate.get(winner, {})
+            rates = ", ".join(f"{'**' if r == winner else ''}{r:g}: {v:.2f}{'**' if r == winner else ''}"
+                              for r, v in means.items())
+            choice.append([task, str(steps), label(method), rates, "–" if winner is None else f"{winner:g}",
+                           str(len(chosen[(task, method)]))])
+    header = ["", *[f"{t} (T = {cells[next(k for k in cells if k[0] == t)][0]})" for t in tasks]]
+    rows, comparisons = [], 0
+    for method in methods:
+        runs = [chosen.get((t, method), {}) for t in tasks]
+        rows.append([f"{label(method)} (dev at best validation)",
+                     *[cell([reported_score(r) for r in by_seed.values()], len(REPORT_SEEDS)) for by_seed in runs]])
+        rows.append([f"{label(method)} (dev at the last step)",
+                     *[cell([tuned_last_score(r) for r in by_seed.values()], len(REPORT_SEEDS)) for by_seed in runs]])
+    ours = HEADLINE[0]
+    for other in [m for m in methods if m != ours]:
+        for name, value in (("", reported_score), (", last step", tuned_last_score)):
+            row = [f"{ours} − {label(other)}{name}"]
+            for t in tasks:
+                a, b = chosen.get((t, ours), {}), chosen.get((t, other), {})
+                diffs = [value(a[s]) - value(b[s]) for s in sorted(set(a) & set(b))]
+                comparisons += len(diffs) >= 2
+                row.append(describe(interval(diffs)) if diffs else "–")
+            rows.append(row)
+    return (header, rows), (["task", "T", "method", "validation score per rate (seed 0), the winner in bold",
+                             "selected rate", "seeds at it"], choice), comparisons
 
 
 def option_runs(records: list[dict], tag: str) -> dict:
@@ -545,6 +625,27 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
                       f"std from 0. The last column: the same difference between the runs' last evaluations (mean ± "
                       f"std), a check on best-of-run, which favours runs with more evaluations (a run evaluates every "
                       f"epoch, so a longer run more often).", gaps)]
+    tuned = tuned_study(records)
+    for model in sorted({m for m, *_ in tuned}):
+        for factor, when in ((1, "the CPU protocol's T"), (3, "3 × the CPU protocol's T")):
+            (header, rows), choice, comparisons = tuned_tables(tuned, model, factor)
+            if not choice:
+                continue
+            where = (f"{MODEL_LABELS.get(model, model)}, {when}, the CPU protocol otherwise (length-grouped batches, "
+                     f"schedules scaled by T / T_paper); 10% of each GLUE train set held out (stratified, seed 0) as "
+                     f"validation, ten evaluations per run (conf/experiment/tuned.yaml)")
+            suffix = "" if factor == 1 else f"_{factor}x"
+            sections += [(f"tuned{suffix}_{model}", f"**Each method at its own tuned learning rate (issue 45).** {where}. "
+                          f"Scores: GLUE dev (never used for a choice) at each run's best validation step, and at its "
+                          f"last step, mean ± std over seeds {list(REPORT_SEEDS)} at the rate chosen on validation (n = "
+                          f"the seeds a cell has while fewer). Differences: paired per seed, mean [95% t-interval], "
+                          f"two-sided p of a one-sample t-test; \"ahead\"/\"behind\" only when the interval excludes "
+                          f"0. {comparisons} comparison{'s' * (comparisons != 1)} with two or more seeds in this table; "
+                          f"at 95% each, about {0.05 * comparisons:.1f} would exclude 0 by chance alone.",
+                          (header, rows)),
+                         (f"tuned_rates{suffix}_{model}", f"**The learning rate each method was tuned to (issue 45).** "
+                          f"{where}. The validation score (task metric, %, at the run's best validation step) of seed "
+                          f"0 at each rate tried; the selected rate has the highest; its report seeds follow.", choice)]
     perturbation = perturbation_runs(records)
     for model in sorted({m for m, *_ in perturbation}):
         sections.append((f"growth_perturbation_{model}", f"**What a growth event changes (issue 25).** "
@@ -570,7 +671,7 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
         path.with_suffix(".tex").write_text(f"% {caption.replace('**', '')}\n" + latex(header, rows))
         written.append(path)
     for stale in out_dir.iterdir() if written else []:  # a table no record supports any more (e.g. its protocol changed)
-        table = re.fullmatch(r"(table[1-4]|claims|headline|ladder|schedule_length|schedule_gaps|option_[a-z_]+|growth_perturbation|fig[3-5])_.+\.(md|tex)", stale.name)
+        table = re.fullmatch(r"(table[1-4]|claims|headline|ladder|schedule_length|schedule_gaps|option_[a-z_]+|growth_perturbation|tuned(_rates)?(_3x)?|fig[3-5])_.+\.(md|tex)", stale.name)
         if table and stale.with_suffix(".md") not in written:
             stale.unlink()
     return written

@@ -219,3 +219,33 @@ def test_resume_true_picks_the_interrupted_run_of_the_same_config(tmp_path):
     found = runner.train.find_resumable(here, True, {"train": {"lr": 0.1}, "resume": True})
     assert found == tmp_path / "1-same"
     assert runner.train.find_resumable(here, False, {"train": {"lr": 0.1}, "resume": True}) is None
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_true_finishes_the_same_run(tmp_path, data_dir):
+    """Ctrl-C: the step in progress ends, a checkpoint is written, one line says how to continue (exit 130);
+    ``resume=true`` from a new folder continues it there (saying from which step), leaves no stray folder, and
+    ends with the uninterrupted run's record."""
+    straight_run = launch("triadapt_linear", tmp_path / "straight", tmp_path / "results-straight", data_dir)
+    stopped = launch("triadapt_linear", tmp_path / "stopped", tmp_path / "results", data_dir)
+    step_log = tmp_path / "stopped" / "log.csv"
+    deadline = time.time() + 300
+    while not step_log.is_file() and stopped.poll() is None:  # the loop has started
+        assert time.time() < deadline
+        time.sleep(0.01)
+    stopped.send_signal(signal.SIGINT)
+    assert stopped.wait() == 130
+    lines = [line for line in stopped.stderr.read().splitlines() if line.startswith(("interrupted", "Traceback"))]
+    assert len(lines) == 1 and lines[0].startswith("interrupted after step "), lines
+    step = int(lines[0].split()[3])
+    assert lines[0].endswith(f"hydra.run.dir={tmp_path / 'stopped'} resume=true")
+    assert (tmp_path / "stopped" / "checkpoints" / "latest").read_text() == f"step-{step}" and step < 30
+    resumed_run = launch("triadapt_linear", tmp_path / "new-folder", tmp_path / "results", data_dir, ["resume=true"])
+    for process in (straight_run, resumed_run):
+        assert process.wait() == 0, process.stderr.read()
+    assert f"resumed from step {step} of 30" in (tmp_path / "stopped" / "run.log").read_text()
+    assert not (tmp_path / "new-folder").exists()
+    (resumed,), (straight,) = ([json.loads(p.read_text()) for p in (tmp_path / d).rglob("*.json")]
+                               for d in ("results", "results-straight"))
+    assert resumed["resumed_at"] == [step]
+    assert {k: v for k, v in resumed.items() if k not in TIME_FIELDS | {"config"}} == \
+        {k: v for k, v in straight.items() if k not in TIME_FIELDS | {"config"}}
