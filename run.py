@@ -6,6 +6,8 @@ behind, and one that fails later keeps its folder and says where its log is.
 """
 
 import logging
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -90,6 +92,35 @@ def check_keys(args: list[str], conf_dir: Path) -> None:
                                   f"{', '.join(sorted(node))} (to add one anyway: +{override.input_line})")
 
 
+def check_run_dirs(args: list[str]) -> None:
+    """A ``hydra.run.dir`` / ``hydra.sweep.dir`` given on the command line where no folder can be made: one line,
+    before Hydra tries (and fails with chained tracebacks). Tried by making it; what the try made is removed."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") not in ("hydra.run.dir", "hydra.sweep.dir") or not value or "${" in value:
+            continue
+        folder = Path(value).absolute()
+        made = [p for p in [folder, *folder.parents] if not p.exists()]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{key}={value!r}: no run folder can be made there ({e.strerror}: {e.filename}); "
+                              f"choose a folder you can write to") from None
+        for path in made:  # deepest first
+            path.rmdir()
+
+
+def ranks_by_layer(pattern: dict[str, int]) -> dict[str, list[tuple[str, int]]]:
+    """A rank pattern grouped by layer: "layer 0" -> [("attention.self.query", 9), ...]; a module outside the
+    numbered layers keeps its whole name."""
+    grouped: dict[str, list[tuple[str, int]]] = {}
+    for name, rank in pattern.items():
+        match = re.search(r"\.(\d+)\.(.+)$", name)
+        layer, matrix = (f"layer {match[1]}", match[2]) if match else ("other", name)
+        grouped.setdefault(layer, []).append((matrix, rank))
+    return grouped
+
+
 def summary(record: dict, path: Path) -> str:
     """What a run ends on: its score against the majority class, its final ranks in one line, its record."""
     best, last, floor = record["best"], record["last"], record["data"].get("majority_class")
@@ -101,8 +132,9 @@ def summary(record: dict, path: Path) -> str:
              + ("" if floor is None else f"; always the majority class: {floor:.4f}")]
     state = record.get("method_state") or {}
     if state.get("rank_pattern"):
-        ranks = " ".join(str(r) for r in state["rank_pattern"].values())
-        lines.append(f"final ranks (total {state['total_rank']} of {state['budget']}, in module order): {ranks}")
+        lines.append(f"final ranks (total {state['total_rank']} of {state['budget']}), by layer:")
+        lines += [f"  {layer}: " + ", ".join(f"{matrix} {rank}" for matrix, rank in ranks)
+                  for layer, ranks in ranks_by_layer(state["rank_pattern"]).items()]
     lines.append(f"record: {path}")
     return "\n".join(lines)
 
@@ -155,6 +187,7 @@ if __name__ == "__main__":
     try:  # a misspelt method, task, model, experiment or key: one line, before Hydra makes any folder
         check_choices(command_line_choices(sys.argv[1:]), Path(__file__).resolve().parent / "conf")
         check_keys(sys.argv[1:], Path(__file__).resolve().parent / "conf")
+        check_run_dirs(sys.argv[1:])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

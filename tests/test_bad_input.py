@@ -127,6 +127,8 @@ def cli(tmp_path, *args):
     (["task=nonexistent"], "task='nonexistent' is not a config in task/; choose one of: cola, "),
     (["method.r_ref=0"], "method.r_ref: the method config 'lora' has no key 'r_ref'; its keys: alpha, "),
     (["train.learning_rate=1e-3"], "train.learning_rate: the train config has no key 'learning_rate'; its keys: "),
+    (["method=lora", "hydra.run.dir=/proc/no-such/run"], "hydra.run.dir='/proc/no-such/run': no run folder can be "
+                                                         "made there (No such file or directory: /proc/no-such)"),
 ])
 def test_command_line_errors_are_one_line_exit_2_and_leave_nothing(tmp_path, args, message):
     status, lines = cli(tmp_path, *args)
@@ -143,6 +145,22 @@ def test_a_run_that_never_started_keeps_the_users_own_empty_folder(tmp_path):
     work.mkdir()
     status, _ = cli(work, "method=triadapt_linear", "train.lr=-1", f"hydra.run.dir={mine / 'empty' / 'run'}")
     assert status == 2 and list((mine / "empty").iterdir()) == [] and list(work.iterdir()) == []
+
+
+def test_a_run_folder_under_a_file_is_one_line_exit_2(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    status, lines = cli(tmp_path, "method=lora", f"hydra.run.dir={tmp_path / 'a-file' / 'run'}")
+    assert status == 2 and len(lines) == 1 and "no run folder can be made there (Not a directory" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_a_budget_no_matrix_set_can_hold_is_refused(tiny_model):
+    """r_ref x M beyond the sum of min(d_in, d_out) of the adapted matrices: refused, naming the largest r_ref."""
+    from triadapt import TriAdaptConfig, TriAdaptModel
+
+    with pytest.raises(ValueError, match=r"r_ref=100000: the budget r_ref x 12 matrices = 1200000 ranks is more than "
+                                         r"the adapted matrices can hold .*choose r_ref <= \d+"):
+        TriAdaptModel(tiny_model, TriAdaptConfig(r_ref=100000))
 
 
 def test_bad_data_on_the_command_line_is_one_line_exit_2_and_leaves_nothing(tmp_path, data_dir):

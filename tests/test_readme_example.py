@@ -23,7 +23,7 @@ def test_readme_example_grows_to_the_budget_and_reloads_exactly(tmp_path, monkey
     model, reloaded, batch = namespace["model"], namespace["reloaded"], namespace["batch"]
     assert model.total_rank() == 8 * 36 and len(model.growth_history) > 1
     assert reloaded.rank_pattern() == model.rank_pattern()
-    assert os.path.exists(tmp_path / "adapter" / "adapter_config.json")
+    assert os.path.exists(tmp_path / "outputs" / "adapter" / "adapter_config.json")
     model.eval(), reloaded.eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits, rtol=0, atol=0)

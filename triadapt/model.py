@@ -64,6 +64,12 @@ class TriAdaptModel(nn.Module):
                    if is_adaptable(m) and matches_target(n, config.target_modules)]
         if not targets:
             raise ValueError(f"no nn.Linear (or GPT-2 Conv1D) in the model matches target_modules={config.target_modules}")
+        capacity = sum(min(m.weight.shape) for _, m in targets)  # a matrix holds at most min(d_in, d_out) ranks
+        if config.r_ref * len(targets) > capacity:
+            raise ValueError(f"r_ref={config.r_ref}: the budget r_ref x {len(targets)} matrices = "
+                             f"{config.r_ref * len(targets)} ranks is more than the adapted matrices can hold "
+                             f"(the sum of their min(d_in, d_out) is {capacity}); choose r_ref <= "
+                             f"{capacity // len(targets)}")
         unknown = set(config.growth_blocks) - {n for n, _ in targets}
         if unknown:
             raise ValueError(f"growth_blocks names modules that are not adapted targets: {sorted(unknown)[:5]}")
