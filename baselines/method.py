@@ -28,6 +28,7 @@ class Method:
 
     name = "method"
     new_group_schedule = "own_warmup"  # LR schedule of parameters born mid-run (see runner.optim.add_param_group)
+    new_group_weight_decay: float | None = None  # their weight decay; None: the run's (train.weight_decay)
 
     def __init__(self, model: nn.Module):
         self.model = model  # what the loop calls forward on

@@ -28,7 +28,8 @@ class RunContext:
 
 # Options beyond the paper (conf/method/ladder*.yaml, triadapt_linear_authors_code.yaml); absent from the paper's own
 # method configs, so that their resolved configs, and with them the records' identities, stay as they were.
-ABLATION_KEYS = ("parametrization", "scaling", "a_init", "middle_init", "preserve_function_at_growth", "dropout_sampler")
+ABLATION_KEYS = ("parametrization", "scaling", "a_init", "middle_init", "preserve_function_at_growth", "dropout_sampler",
+                 "middle_layout", "diagonal_placement", "growth_after_total_steps")
 
 
 def triadapt_config(m, ctx: RunContext) -> TriAdaptConfig:
@@ -53,6 +54,7 @@ class TriAdaptMethod(Method):
         config.check_schedule()
         self.tri = TriAdaptModel(model, config)
         self.new_group_schedule = m.new_group_schedule
+        self.new_group_weight_decay = m.get("new_group_weight_decay")
         super().__init__(self.tri)
 
     def regularizer(self):

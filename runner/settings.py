@@ -94,6 +94,7 @@ METHOD_RULES = {
     "beta2": number(0, 1, high_open=True),
     "orth_reg_weight": number(0),
     "lr": number(0, 1, low_open=True),
+    "new_group_weight_decay": number(0, 1, optional=True),
     "new_group_schedule": choice(*NEW_GROUP_SCHEDULES),
 }
 TASK_RULES = {

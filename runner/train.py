@@ -188,6 +188,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     method.replica_mean = replicas.mean
     set_trainable(method.model, list(cfg.model.head_modules))
     trainable_at_start = count_trainable(method.model)
+    new_group_decay = train_cfg.weight_decay if method.new_group_weight_decay is None else method.new_group_weight_decay
     optimizer, scheduler = build_optimizer(method.model, train_cfg.lr, train_cfg.weight_decay, warmup, total_steps,
                                            train_cfg.fused_adamw)
 
@@ -215,7 +216,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         checkpoint.check_same_config(state["config"], meta["config"])
         method.load_extra_state(state["method"], checkpoint.method_tensors(tensors))
         for birth in state["growth_steps"]:  # rebuild the grown parameters and their optimizer groups
-            add_param_group(optimizer, scheduler, method.replay_growth(birth), birth, train_cfg.weight_decay, warmup,
+            add_param_group(optimizer, scheduler, method.replay_growth(birth), birth, new_group_decay, warmup,
                             total_steps, method.new_group_schedule)
         checkpoint.restore(tensors, state, method.model, optimizer, scheduler)
         meta = {k: state.get(k, meta[k]) for k in meta}
@@ -281,7 +282,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, train_cfg.max_grad_norm).item()
             new_params = method.before_optimizer_step(step)
             if new_params:
-                add_param_group(optimizer, scheduler, new_params, step, train_cfg.weight_decay, warmup, total_steps,
+                add_param_group(optimizer, scheduler, new_params, step, new_group_decay, warmup, total_steps,
                                 method.new_group_schedule)
                 meta["growth_steps"].append(step)
                 log.info(f"step {step}: growth, {sum(p.numel() for p in new_params)} new trainable parameters")

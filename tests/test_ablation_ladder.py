@@ -90,7 +90,8 @@ def test_identity_middle_after_growth():
 
 
 def test_authors_code_parametrization(tiny_model, tiny_batch):
-    """D = 2I at birth, a constant scale 2, new B columns zero: growth leaves the function unchanged."""
+    """parametrization="authors_code" alone (identity on each unit's own diagonal): D = 2I at birth, a constant scale 2,
+    new B columns zero, so growth leaves the function unchanged. The full authors' code: tests/test_authors_code.py."""
     config = TriAdaptConfig(target_modules=TARGETS, total_steps=10, parametrization="authors_code")
     tri = TriAdaptModel(tiny_model, config).eval()
     layer = tri.layers()[0]

@@ -5,18 +5,35 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .importance import NORMALIZATIONS
-from .layer import A_INITS, DROPOUT_SAMPLERS
+from .layer import A_INITS, DIAGONAL_PLACEMENTS, DROPOUT_SAMPLERS
 from .schedule import MODES, ROUNDINGS, growth_steps
 
 
 PARAMETRIZATIONS = ("paper", "authors_code")
+MIDDLE_LAYOUTS = ("triangular", "dense_blocks")
 SCALINGS = ("current_rank", "reference_rank")
 MIDDLE_INITS = ("gaussian", "identity")
 
 
 INTEGER_FIELDS = ("total_steps", "r_init", "r_ref", "delta_r", "fixed_k", "t0", "interval", "seed")
 NUMBER_FIELDS = ("alpha", "eps", "dropout", "init_std", "orth_reg_weight")
-FLAG_FIELDS = ("share_dropout_masks", "orth_squared", "budget_exact", "preserve_function_at_growth")
+FLAG_FIELDS = ("share_dropout_masks", "orth_squared", "budget_exact", "preserve_function_at_growth",
+               "growth_after_total_steps")
+
+
+# The first author's public code (YaoLiang2023/DiverValue-Bench @ 448a1bb, peft/src/peft/tuners/triadaptlora.py), as
+# settings of this config: ``TriAdaptConfig(**AUTHORS_CODE, delta_r=r_ref // 2, ...)`` (docs/methods.md, "The paper and
+# the authors' code", lists each point with its line). Their Δr default is r_ref / 2 (RankAllocator's rank_dic).
+AUTHORS_CODE = {
+    "parametrization": "authors_code",   # A ~ N(0, 0.02), B = 0 (new blocks too), scale 2, L and U start at eye_
+    "middle_layout": "dense_blocks",     # add_parameters: c_row (Δr x r), c_col (r x Δr), dense within the block
+    "diagonal_placement": "block_eye",   # nn.init.eye_ on those non-square blocks
+    "normalization": "blocks",           # compute_score: ||C||_F / len(C_row)
+    "rounding": "floor",                 # compute_threshold: int(R * (t - t0) / (T - t0)), at least 1, at most M
+    "budget_exact": False,               # every matrix scoring >= the k-th largest grows by Δr, no cap on the budget
+    "growth_after_total_steps": True,    # update_and_increase: t > t0, t % interval == 0, total < target; no t < T
+    "orth_reg_weight": 0.5,              # TriAdaptLoraConfig's default
+}
 
 
 def _check_types(config: "TriAdaptConfig") -> None:
@@ -69,7 +86,7 @@ class TriAdaptConfig:
     fixed_k: int = 3  # k of the fixed_k mode
     t0: int = 100  # initial warm-up: no growth at t <= t0
     interval: int = 100  # "Incre Interval"
-    normalization: str = "r"  # importance normalization: r | sqrt_r | none (Table III)
+    normalization: str = "r"  # importance normalization: r | sqrt_r | none (Table III) | blocks (the authors' code)
     orth_reg_weight: float = 0.1  # coefficient of Eq. 10; 0 switches it off (Table II)
     orth_squared: bool = False  # squared Frobenius norms as written in Eq. 10 (the codes use unsquared)
     rounding: str = "ceil"  # ceil as in the paper; floor as in the authors' code
@@ -78,6 +95,10 @@ class TriAdaptConfig:
     # peft/src/peft/tuners/triadaptlora.py): L and U start as identity matrices (D = 2I), new units' B columns
     # start at zero, and the scale is a constant 2 (alpha and r unused). See PARAMETRIZATIONS.
     parametrization: str = "paper"
+    # The authors' code, each point its own option (docs/methods.md, "The paper and the authors' code"):
+    middle_layout: str = "triangular"  # triangular (Eqs. 8-9) | dense_blocks: each growth block's square part dense
+    diagonal_placement: str = "own"  # with authors_code: identity entries on each unit's diagonal | block_eye (eye_)
+    growth_after_total_steps: bool = False  # True: events go on past T while budget remains (no t < T bound)
     # Ablations of ours (the ablation ladder from TriAdaptLoRA to LoRA), off by default, each one step toward LoRA:
     scaling: str = "current_rank"  # current_rank: alpha/(r+eps) (Eq. 5) | reference_rank: alpha/r_ref at any rank
     a_init: str = "gaussian"  # gaussian: N(0, init_std) | kaiming_uniform: as PEFT's LoRA initialises A
@@ -100,6 +121,8 @@ class TriAdaptConfig:
         _check_choice("a_init", self.a_init, A_INITS)
         _check_choice("middle_init", self.middle_init, MIDDLE_INITS)
         _check_choice("dropout_sampler", self.dropout_sampler, DROPOUT_SAMPLERS)
+        _check_choice("middle_layout", self.middle_layout, MIDDLE_LAYOUTS)
+        _check_choice("diagonal_placement", self.diagonal_placement, DIAGONAL_PLACEMENTS)
         if self.parametrization == "authors_code" and (self.scaling, self.middle_init) != ("current_rank", "gaussian"):
             raise ValueError(f"parametrization='authors_code' sets the scale and the middle factor itself; leave "
                              f"scaling (got {self.scaling!r}) and middle_init (got {self.middle_init!r}) at their defaults")
@@ -133,7 +156,8 @@ class TriAdaptConfig:
 
     def layer_options(self) -> dict:
         """Keyword arguments of ``TriAdaptLinear`` that this parametrisation and these ablations imply."""
-        preserve = {"preserve_function": self.preserve_function_at_growth, "dropout_sampler": self.dropout_sampler}
+        preserve = {"preserve_function": self.preserve_function_at_growth, "dropout_sampler": self.dropout_sampler,
+                    "dense_blocks": self.middle_layout == "dense_blocks", "diagonal_placement": self.diagonal_placement}
         if self.parametrization == "authors_code":
             return {"a_init": self.a_init, "middle_diagonal": 1.0, "new_b": "zeros", "fixed_scale": 2.0, **preserve}
         return {"a_init": self.a_init, "middle_diagonal": 0.5 if self.middle_init == "identity" else None,

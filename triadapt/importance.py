@@ -10,13 +10,16 @@ import math
 
 import torch
 
-NORMALIZATIONS = ("r", "sqrt_r", "none")
+NORMALIZATIONS = ("r", "sqrt_r", "none", "blocks")
 
 
-def normalized_norm(transform: torch.Tensor, normalization: str = "r") -> float:
-    """||D||_F divided by r (default), by sqrt(r), or not at all (the paper's Table III)."""
+def normalized_norm(transform: torch.Tensor, normalization: str = "r", blocks: int | None = None) -> float:
+    """||D||_F divided by r (default), by sqrt(r), or not at all (the paper's Table III), or by the number of growth
+    blocks ``blocks`` (the authors' code divides by ``len(C_row)``, which is r only when every block has one unit)."""
     rank = transform.shape[0]
     fro = torch.linalg.matrix_norm(transform.detach().float(), ord="fro").item()
+    if normalization == "blocks":
+        return fro / blocks
     if normalization == "r":
         return fro / rank
     if normalization == "sqrt_r":

@@ -4,7 +4,8 @@ Parameters are stored per growth block, never preallocated: block j holds A_j (d
 and the packed new rows of L and new columns of U. Rank-1 unit i (0-based) owns row i of L and
 column i of U, diagonal included (i+1 entries each), so L is lower and U upper triangular by
 construction (Eqs. 8-9) and both diagonals train (D_ii = L_ii + U_ii). Trainable entries per
-matrix: r(n+d) + r(r+1).
+matrix: r(n+d) + r(r+1). With ``dense_blocks`` (the authors' code) a unit's row of L and column of U run
+to the end of its growth block instead of its own diagonal: each new block's square part is dense.
 """
 
 from __future__ import annotations
@@ -17,11 +18,21 @@ from torch import nn
 ADAPTER_PREFIX = "tri_"
 A_INITS = ("gaussian", "kaiming_uniform")
 NEW_B_INITS = ("gaussian", "zeros")
+# Where a block's identity entries go when L and U start at the identity (``middle_diagonal``): each unit's own
+# diagonal, or where the authors' ``nn.init.eye_`` on a non-square block puts them: row s+i of L at column i and
+# column s+i of U at row i, for the block starting at unit s (the same as the diagonal for the first block only).
+DIAGONAL_PLACEMENTS = ("own", "block_eye")
 
 
-def _packed_size(first_row: int, num_rows: int) -> int:
-    """Entries of rows first_row .. first_row+num_rows-1 of a lower-triangular matrix."""
-    return sum(i + 1 for i in range(first_row, first_row + num_rows))
+def _row_widths(first_row: int, num_rows: int, dense_block: bool = False) -> list[int]:
+    """Entries of each row first_row .. first_row+num_rows-1 of L (= of each column of U) that a growth block
+    adds: up to the unit's own diagonal (triangular), or to the block's last column (``dense_block``)."""
+    return [first_row + num_rows if dense_block else i + 1 for i in range(first_row, first_row + num_rows)]
+
+
+def _packed_size(first_row: int, num_rows: int, dense_block: bool = False) -> int:
+    """Entries of rows first_row .. first_row+num_rows-1 of L, as one growth block adds them."""
+    return sum(_row_widths(first_row, num_rows, dense_block))
 
 
 DROPOUT_SAMPLERS = ("bernoulli", "uniform")
@@ -119,15 +130,21 @@ class TriAdaptLinear(nn.Module):
                  init_std: float = 0.02, eps: float = 1e-5, generator: torch.Generator | None = None,
                  a_init: str = "gaussian", middle_diagonal: float | None = None, new_b: str = "gaussian",
                  fixed_scale: float | None = None, fan_in_fan_out: bool = False, preserve_function: bool = False,
-                 dropout_sampler: str = "bernoulli"):
+                 dropout_sampler: str = "bernoulli", dense_blocks: bool = False, diagonal_placement: str = "own"):
         """``a_init``, ``middle_diagonal``, ``new_b`` and ``fixed_scale`` default to the paper (Sec. III.C, Eq. 5):
         A, L, U and every new unit's B ~ N(0, init_std), scale alpha/(r+eps). The alternatives serve the ablation
         ladder and the authors' code (``TriAdaptConfig.layer_options``): A as PEFT's LoRA draws it
         (``kaiming_uniform``), L and U of each unit zero but their diagonal entry ``middle_diagonal``, new B
         columns zero (``new_b="zeros"``), and a scale that ignores the rank (``fixed_scale``). ``preserve_function``
         (ours, beyond the paper) makes growth leave the layer's function unchanged: see ``grow``; ``dropout_sampler``
-        picks how the adapter-input dropout draws its mask (``make_dropout``)."""
+        picks how the adapter-input dropout draws its mask (``make_dropout``). ``dense_blocks`` and
+        ``diagonal_placement="block_eye"`` follow the authors' code: dense square blocks of L and U per growth
+        block, and their identity entries where ``eye_`` on a non-square block puts them (``DIAGONAL_PLACEMENTS``)."""
         super().__init__()
+        if diagonal_placement not in DIAGONAL_PLACEMENTS:
+            raise ValueError(f"diagonal_placement={diagonal_placement!r} is not valid; choose one of: "
+                             f"{', '.join(DIAGONAL_PLACEMENTS)}")
+        self.dense_blocks, self.diagonal_placement = dense_blocks, diagonal_placement
         if a_init not in A_INITS:
             raise ValueError(f"a_init={a_init!r} is not valid; choose one of: {', '.join(A_INITS)}")
         if new_b not in NEW_B_INITS:
@@ -166,7 +183,9 @@ class TriAdaptLinear(nn.Module):
         def gaussian(*shape):
             return parameter(torch.empty(*shape, dtype=torch.float32).normal_(0.0, self.init_std, generator=generator))
 
-        packed = _packed_size(self.rank, count)
+        widths = _row_widths(self.rank, count, self.dense_blocks)
+        starts = [sum(widths[:i]) for i in range(count)]  # where each unit's row of L (column of U) starts
+        packed = sum(widths)
         if self.a_init == "kaiming_uniform":  # PEFT LoRA: kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(n), 1/sqrt(n))
             bound = 1.0 / math.sqrt(n)
             a = parameter(torch.empty(count, n, dtype=torch.float32).uniform_(-bound, bound, generator=generator))
@@ -175,13 +194,13 @@ class TriAdaptLinear(nn.Module):
         b = nn.Parameter(torch.zeros(d, count, device=weight.device, dtype=weight.dtype)) if zero_b else gaussian(d, count)
         if self.middle_diagonal is None:
             l, u = gaussian(packed), gaussian(packed)
-        else:  # unit i's row of L (and column of U) holds i+1 entries, the diagonal last
+        else:  # unit i's entry at column i of its row of L (row i of its column of U), or at i - s (block_eye)
             diagonal = torch.zeros(packed, dtype=torch.float32)
-            diagonal[torch.arange(self.rank + 1, self.rank + count + 1).cumsum(0) - 1] = self.middle_diagonal
+            offset = 0 if self.diagonal_placement == "block_eye" else self.rank
+            diagonal[[start + offset + i for i, start in enumerate(starts)]] = self.middle_diagonal
             l, u = parameter(diagonal.clone()), parameter(diagonal)
         if zero_u_above:  # each new column of U: zero in the old units' rows (its first self.rank entries)
             with torch.no_grad():
-                starts = [_packed_size(self.rank, i) for i in range(count)]
                 for start in starts:
                     u[start:start + self.rank] = 0.0
         for container, p in ((self.tri_a, a), (self.tri_b, b), (self.tri_l, l), (self.tri_u, u)):
@@ -191,11 +210,21 @@ class TriAdaptLinear(nn.Module):
         return [a, b, l, u]
 
     def _set_triangle_index(self) -> None:
-        r = self.rank
-        rows, cols = torch.tril_indices(r, r, device=self.base_layer.weight.device)
+        r, device = self.rank, self.base_layer.weight.device
+        if self.dense_blocks:  # the rows of L (columns of U) block by block, each as wide as _row_widths says
+            widths = [w for s, m in self._block_spans() for w in _row_widths(s, m, dense_block=True)]
+            rows = torch.repeat_interleave(torch.arange(r, device=device), torch.tensor(widths, device=device))
+            cols = torch.cat([torch.arange(w, device=device) for w in widths])
+        else:
+            rows, cols = torch.tril_indices(r, r, device=device)
         # Row-major lower triangle = the concatenated rows of L; its transpose places U's columns.
         self.register_buffer("_lower_index", rows * r + cols, persistent=False)
         self.register_buffer("_upper_index", cols * r + rows, persistent=False)
+
+    def _block_spans(self) -> list[tuple[int, int]]:
+        """(first unit, size) of every growth block."""
+        sizes = self.block_sizes()
+        return [(sum(sizes[:j]), size) for j, size in enumerate(sizes)]
 
     def grow(self, count: int, generator: torch.Generator | None = None) -> list[nn.Parameter]:
         """Append ``count`` rank-1 units drawn from N(0, init_std) (Eqs. 6-9); old entries stay.
@@ -272,7 +301,7 @@ class TriAdaptLinear(nn.Module):
 
     def num_trainable(self) -> int:
         d, n = self.base_weight().shape
-        return self.rank * (n + d) + self.rank * (self.rank + 1)
+        return self.rank * (n + d) + 2 * sum(_packed_size(s, m, self.dense_blocks) for s, m in self._block_spans())
 
     @torch.no_grad()
     def merge(self) -> None:

@@ -123,7 +123,8 @@ class TriAdaptModel(nn.Module):
 
     # -- Eqs. 11-14 ------------------------------------------------------------------------
     def _normalized_norms(self) -> list[float]:
-        return [importance.normalized_norm(layer.transform(), self.config.normalization) for layer in self.layers()]
+        return [importance.normalized_norm(layer.transform(), self.config.normalization, len(layer.block_sizes()))
+                for layer in self.layers()]
 
     def grow(self, step: int) -> list[nn.Parameter]:
         """One growth event at optimizer step ``step`` if the schedule says so; returns new parameters."""
@@ -131,7 +132,8 @@ class TriAdaptModel(nn.Module):
         if not self._schedule_checked:  # no event in the schedule (or T never set) would mean no growth, silently
             c.check_schedule()
             self._schedule_checked = True
-        if self.remaining <= 0 or not schedule.is_growth_step(step, c.t0, c.interval, c.total_steps):
+        window_end = None if c.growth_after_total_steps else c.total_steps
+        if self.remaining <= 0 or not schedule.is_growth_step(step, c.t0, c.interval, window_end):
             return []
         M = len(self.layer_names)
         k = schedule.num_modules_to_grow(c.mode, self.remaining, step, c.t0, c.total_steps, M, c.delta_r,

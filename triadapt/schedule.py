@@ -14,9 +14,10 @@ MODES = ("linear", "nonlinear", "fixed_k")
 ROUNDINGS = ("ceil", "floor")
 
 
-def is_growth_step(t: int, t0: int, interval: int, T: int) -> bool:
-    """Growth events fall at t > t0 with t % interval == 0, inside the run (t < T)."""
-    return t0 < t < T and t % interval == 0
+def is_growth_step(t: int, t0: int, interval: int, T: int | None) -> bool:
+    """Growth events fall at t > t0 with t % interval == 0, inside the run (t < T); with T None (the authors'
+    code) at any later such step too, while budget remains."""
+    return t0 < t and (T is None or t < T) and t % interval == 0
 
 
 def growth_steps(t0: int, interval: int, T: int) -> list[int]:
