@@ -5,8 +5,13 @@ of a task's ``cpu_steps`` (conf/experiment/schedule_length_3x.yaml), and ``${cei
 it spreads a number of evaluations over T (conf/experiment/tuned.yaml)."""
 
 import math
+import warnings
 
 from omegaconf import OmegaConf
+
+# PEFT (0.21) reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model: a FutureWarning on
+# every LoRA / AdaLoRA run that no user of this runner can act on. Only that message is silenced.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 OmegaConf.register_new_resolver("times", lambda *factors: math.prod(factors), replace=True)
 OmegaConf.register_new_resolver("ceil_div", lambda a, b: -(-a // b), replace=True)

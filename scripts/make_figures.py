@@ -36,6 +36,8 @@ from make_tables import (LADDER, LADDER_TASKS, SCHEDULE_METHODS, SWEEPS, fail, l
                          read_records, runs_by_protocol, schedule_runs, score, sensitivity_points)
 
 MATRICES = ["Wq", "Wk", "Wv", "Wa", "Wm", "Wo"]
+MATRIX_NAMES = ("Wq, Wk, Wv: query, key, value; Wa: attention output (attention.output.dense); "
+                "Wm: feed-forward in (intermediate.dense); Wo: feed-forward out (output.dense)")
 SUFFIXES = [("attention.output.dense", "Wa"), ("intermediate.dense", "Wm"), ("output.dense", "Wo"),
             ("query", "Wq"), ("query_proj", "Wq"), ("key", "Wk"), ("key_proj", "Wk"), ("value", "Wv"),
             ("value_proj", "Wv")]
@@ -59,10 +61,10 @@ def rank_grid(rank_pattern: dict[str, int]) -> np.ndarray:
 WRITE = True  # False (--list): name the figures the records give, without drawing them
 
 
-def save(fig, path: Path, title: str | None = None) -> Path:
+def save(fig, path: Path, title: str | None = None, rect=(0, 0, 1, 1)) -> Path:
     if title:
         fig.suptitle(title, wrap=True)  # a narrow figure breaks its title, not its edges
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -83,15 +85,27 @@ def fig2(records: list[dict], out: Path) -> list[Path]:
         methods = [m for m in FIG2_METHODS if m in patterns]
         grids = {m: rank_grid(patterns[m]) for m in methods}
         top = max(int(g.max()) for g in grids.values())  # one colour scale for every panel, so they compare
-        fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.6), squeeze=False)
+        fig, axes = plt.subplots(1, len(methods) + 1, figsize=(3.2 * len(methods) + 0.6, 4.1), squeeze=False,
+                                 gridspec_kw={"width_ratios": [1] * len(methods) + [0.06]})
         for ax, m in zip(axes[0], methods):
-            sns.heatmap(grids[m], annot=True, fmt="d", cbar=False, ax=ax, cmap="viridis", vmin=0, vmax=top,
-                        xticklabels=MATRICES)
+            sns.heatmap(grids[m], annot=True, fmt="d", ax=ax, cmap="viridis", vmin=0, vmax=top, xticklabels=MATRICES,
+                        cbar=m == methods[-1], cbar_ax=axes[0][-1] if m == methods[-1] else None,
+                        cbar_kws={"label": "final rank (one scale for all panels)"})
             ax.set_title(m)
             ax.set_ylabel("layer")
+        fig.text(0.5, 0.01, MATRIX_NAMES, ha="center", fontsize=7)
+        fig.subplots_adjust(bottom=0.2)
         paths.append(save(fig, out / f"fig2_ranks_{model}_{task}.png",
-                          f"Final rank per matrix, {task}, {model} (seed 0)"))
+                          f"Final rank per matrix, {task}, {model} (seed 0)", rect=(0, 0.05, 1, 1)))
     return paths
+
+
+def seed_words(seeds: list[int]) -> str:
+    """"seed 0", "seeds 0-2", "seeds 0, 2"."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    consecutive = seeds == list(range(seeds[0], seeds[-1] + 1))
+    return f"seeds {seeds[0]}–{seeds[-1]}" if consecutive else "seeds " + ", ".join(map(str, seeds))
 
 
 def sensitivity(records: list[dict], out: Path) -> list[Path]:
@@ -115,14 +129,22 @@ def sensitivity(records: list[dict], out: Path) -> list[Path]:
             ax.set_xlabel(AXIS_LABELS[tag])
             ax.set_ylabel(f"{task} dev {metrics[(model, task)]} (%)")
             seeds = sorted({r["seed"] for r in swept if (r["model"], r["task"]) == (model, task)})
-            ax.set_title(f"Fig. {tag[-1]}: {task}, {model}, seeds {seeds}")
+            ax.set_title(f"Fig. {tag[-1]}: {task}, {model}, {seed_words(seeds)}")
             ax.legend()
             paths.append(save(fig, out / f"{tag}_{model}_{task}.png"))
     return paths
 
 
+def same_curves(curves: dict[str, tuple]) -> list[tuple[str, tuple]]:
+    """Methods whose curves are identical drawn once, labelled together ("a = b"), so no curve hides another."""
+    groups: dict[tuple, list[str]] = {}
+    for method, curve in sorted(curves.items()):
+        groups.setdefault(curve, []).append(method)
+    return [(" = ".join(methods), curve) for curve, methods in groups.items()]
+
+
 def growth_timeline(records: list[dict], out: Path) -> list[Path]:
-    """Total rank and k per event for the three TriAdaptLoRA modes (seed 0, protocol runs)."""
+    """Total rank, k per event and what each event changed, for the TriAdaptLoRA variants (seed 0, protocol runs)."""
     runs = defaultdict(dict)
     for r in records:
         history = r.get("method_state", {}).get("growth_history")
@@ -133,28 +155,36 @@ def growth_timeline(records: list[dict], out: Path) -> list[Path]:
         if not WRITE:
             paths.append(out / f"growth_timeline_{model}_{task}.png")
             continue
-        measured = any("delta_w_change" in e for _, history in by_method.values() for e in history)
-        fig, axes = plt.subplots(1, 3 if measured else 2, figsize=(13.5 if measured else 9, 3.4))
-        left, right = axes[0], axes[1]
-        for method, (record, history) in sorted(by_method.items()):
+        totals, ks, changes = {}, {}, {}
+        for method, (record, history) in by_method.items():
             state = record["method_state"]
             steps = [0] + [e["step"] for e in history] + [record["steps"]]
-            totals = [state["budget"] - history[0]["budget_before"]] + \
-                     [state["budget"] - e["budget_after"] for e in history]
-            left.step(steps, totals + totals[-1:], where="post", label=method)
-            right.plot([e["step"] for e in history], [e["k"] for e in history], marker="o", label=method)
+            spent = [state["budget"] - history[0]["budget_before"]] + [state["budget"] - e["budget_after"] for e in history]
+            totals[label(method)] = (tuple(steps), tuple(spent + spent[-1:]))
+            ks[label(method)] = (tuple(e["step"] for e in history), tuple(e["k"] for e in history))
+            measured = [(e["step"], float(np.mean([c for c in e["delta_w_change"].values() if c is not None])))
+                        for e in history if e.get("delta_w_change")]
             if measured:  # issue 25: what each event did to the grown matrices' updates
-                changes = [(e["step"], np.mean([c for c in e["delta_w_change"].values() if c is not None]))
-                           for e in history if e.get("delta_w_change")]
-                if changes:
-                    axes[2].plot(*zip(*changes), marker="o", label=method)
-        left.set(xlabel="optimizer step", ylabel="total rank", title="rank budget spent")
-        right.set(xlabel="optimizer step", ylabel="k (matrices grown)", title="k per event")
-        if measured:
-            axes[2].set(xlabel="optimizer step", ylabel="mean ||dW' - dW|| / ||dW||", title="change of the grown updates")
-        left.legend()
-        paths.append(save(fig, out / f"growth_timeline_{model}_{task}.png",
-                          f"Growth timeline, {task}, {model} (seed 0)"))
+                changes[label(method)] = tuple(zip(*measured))
+        panels = 3 if changes else 2
+        fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.8))
+        for name, (xs, ys) in same_curves(totals):
+            axes[0].step(xs, ys, where="post", label=name)
+        for name, (xs, ys) in same_curves(ks):
+            axes[1].plot(xs, ys, marker="o", label=name)
+        axes[0].set(xlabel="optimizer step", ylabel="total rank", title="rank budget spent")
+        axes[1].set(xlabel="optimizer step", ylabel="k (matrices grown)", title="k per event")
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower left", fontsize=7, frameon=False,
+                   title="first two panels (identical curves drawn once, named together)", title_fontsize=7)
+        if changes:
+            for name, (xs, ys) in same_curves(changes):
+                axes[2].plot(xs, ys, marker="o", label=name)
+            top = max(1.0, 1.15 * max(max(ys) for _, ys in changes.values()))
+            axes[2].set(xlabel="optimizer step", ylabel="mean ||dW' - dW|| / ||dW||\n(0: the function kept)",
+                        title="change of the grown updates", ylim=(-0.05, top))
+            axes[2].legend(fontsize=7, loc="upper left", title="runs that measured it", title_fontsize=7)
+        paths.append(save(fig, out / f"growth_timeline_{model}_{task}.png", f"Growth timeline, {task}, {model} (seed 0)",
+                          rect=(0, 0.2, 1, 1)))
     return paths
 
 
@@ -174,9 +204,12 @@ def ladder(records: list[dict], out: Path) -> list[Path]:
             for index, (method, _) in enumerate(LADDER):
                 runs = by_method.get(method, {}).get(task, {}).values()
                 scores, metrics = [score(r) for r in runs], metrics | {r["metric"] for r in runs}
-                ax.scatter([index] * len(scores), scores, color="tab:blue", alpha=0.5, s=14)
+                ax.scatter([index] * len(scores), scores, color="tab:blue", alpha=0.5, s=14,
+                           label="one seed" if index == 0 else None)
                 means.append(np.mean(scores) if scores else np.nan)
-            ax.plot(range(len(LADDER)), means, color="tab:blue", marker="_", markersize=14)
+            ax.scatter(range(len(LADDER)), means, color="black", marker="_", s=300, linewidths=2,
+                       label="mean over seeds")  # rungs are categories: no line between them
+            ax.legend(fontsize=7)
             labels = ["0 TriAdaptLoRA"] + [m.split("_", 1)[1] for m, _ in LADDER[1:-1]] + ["LoRA"]
             ax.set_xticks(range(len(LADDER)), [f"{i} {label}" if 0 < i < len(LADDER) - 1 else label
                                                for i, label in enumerate(labels)], rotation=40, ha="right", fontsize=7)
@@ -184,6 +217,15 @@ def ladder(records: list[dict], out: Path) -> list[Path]:
         paths.append(save(fig, out / f"ladder_{model}.png",
                           f"Ablation ladder (ours): TriAdaptLoRA linear (left) to LoRA (right), {model}, CPU protocol"))
     return paths
+
+
+COLLAPSE = 20  # points below the best seed at the same T: a run that did not learn, not a comparison
+
+
+def collapsed_seeds(runs: dict) -> set:
+    """Seeds of a cell (seed -> record) whose score lies over ``COLLAPSE`` points below the cell's best."""
+    scores = {seed: score(record) for seed, record in runs.items()}
+    return {seed for seed, value in scores.items() if scores and max(scores.values()) - value > COLLAPSE}
 
 
 def schedule_gap(records: list[dict], out: Path) -> list[Path]:
@@ -200,19 +242,25 @@ def schedule_gap(records: list[dict], out: Path) -> list[Path]:
             by_steps = study[(model, task)]
             shown = [0.0]  # every value drawn, for the axis' range and ticks
             for method in SCHEDULE_METHODS[1:]:
-                points = [(steps, paired_gap(by_method, method)) for steps, by_method in sorted(by_steps.items())]
-                points = [(steps, gaps) for steps, gaps in points if gaps]
-                if not points:
-                    continue
                 colour = f"C{SCHEDULE_METHODS.index(method)}"  # as in the dev curves
-                means = [np.mean(g) for _, g in points]
-                stds = [np.std(g, ddof=1) if len(g) > 1 else 0.0 for _, g in points]
-                for steps, gaps in points:
-                    ax.scatter([steps] * len(gaps), gaps, color=colour, alpha=0.45, s=14)
-                ax.errorbar([p[0] for p in points], means, marker="o", color=colour, yerr=stds, capsize=3,
-                            label=label(method))
-                shown += [v for _, g in points for v in g] + [m + sd for m, sd in zip(means, stds)] + \
-                    [m - sd for m, sd in zip(means, stds)]
+                points = []
+                for steps, by_method in sorted(by_steps.items()):
+                    seeds = sorted(set(by_method.get(method, {})) & set(by_method.get("lora", {})))
+                    if len(seeds) < 2:  # one seed is no comparison: such cells stay out of the figure
+                        continue
+                    gaps = dict(zip(seeds, paired_gap(by_method, method)))
+                    collapsed = collapsed_seeds(by_method.get("lora", {}))
+                    kept = [g for seed, g in gaps.items() if seed not in collapsed]
+                    ax.scatter([steps] * len(kept), kept, color=colour, alpha=0.45, s=14)
+                    ax.scatter([steps] * (len(gaps) - len(kept)), [g for seed, g in gaps.items() if seed in collapsed],
+                               color=colour, marker="x", s=30)
+                    shown += list(gaps.values())
+                    if len(kept) >= 2:
+                        points.append((steps, np.mean(kept), np.std(kept, ddof=1)))
+                if points:
+                    ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
+                                marker="o", color=colour, capsize=3, label=label(method))
+                    shown += [m + sd for _, m, sd in points] + [m - sd for _, m, sd in points]
             ax.axhline(0, color="grey", linewidth=0.8)
             ax.set_xscale("log")
             ax.set_yscale("symlog", linthresh=10)  # a collapsed run (LoRA on STS-B: +62) shown without flattening the rest
@@ -227,7 +275,9 @@ def schedule_gap(records: list[dict], out: Path) -> list[Path]:
                    ylabel="score − LoRA's, same seed (points;\nlinear within ±10, log beyond)")
             ax.legend(fontsize=7)
         paths.append(save(fig, out / f"schedule_gap_{model}.png",
-                          f"Gap to LoRA against the schedule length, {model}, CPU protocol at each T (mean ± std over seeds)"))
+                          f"Gap to LoRA against the schedule length, {model}, CPU protocol at each T. Dots: seeds; "
+                          f"x: a seed on which LoRA collapsed (over {COLLAPSE} points below its best seed at that T), "
+                          f"left out of the mean ± std; cells with fewer than two seeds are not drawn."))
     return paths
 
 

@@ -29,7 +29,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from runner.records import run_identity
-from selection import REPORT_SEEDS, describe, interval, reported_score, select_rate, tuned_runs, validation_means
+from selection import (GRID, REPORT_SEEDS, describe, interval, is_final, reported_score, select_rate, tuned_runs,
+                       validation_means)
 from selection import last_score as tuned_last_score
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,11 +272,12 @@ def tuned_tables(study: dict, model: str, factor: int) -> tuple[tuple, tuple, in
                 continue
             steps, by_rate = cells[(task, method)]
             means = validation_means(by_rate)
-            winner = select_rate(means)
+            final = is_final(means, GRID if factor == 1 else ())
+            winner = select_rate(means) if final else None
             chosen[(task, method)] = by_rate.get(winner, {})
             rates = ", ".join(f"{'**' if r == winner else ''}{r:g}: {v:.2f}{'**' if r == winner else ''}"
                               for r, v in means.items())
-            choice.append([task, str(steps), label(method), rates, "–" if winner is None else f"{winner:g}",
+            choice.append([task, str(steps), label(method), rates, f"{winner:g}" if final else "open (rates to try)",
                            str(len(chosen[(task, method)]))])
     header = ["", *[f"{t} (T = {cells[next(k for k in cells if k[0] == t)][0]})" for t in tasks]]
     rows, comparisons = [], 0
@@ -645,7 +647,9 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
                           (header, rows)),
                          (f"tuned_rates{suffix}_{model}", f"**The learning rate each method was tuned to (issue 45).** "
                           f"{where}. The validation score (task metric, %, at the run's best validation step) of seed "
-                          f"0 at each rate tried; the selected rate has the highest; its report seeds follow.", choice)]
+                          f"0 at each rate tried; the selected rate has the highest, once the grid and the winner's neighbours (×2, ÷2) are "
+                          f"tried (\"open\" before: no score of that cell is reported yet); its report seeds follow.",
+                          choice)]
     perturbation = perturbation_runs(records)
     for model in sorted({m for m, *_ in perturbation}):
         sections.append((f"growth_perturbation_{model}", f"**What a growth event changes (issue 25).** "

@@ -80,6 +80,17 @@ def next_rate(means: dict[float, float], grid=GRID) -> float | None:
     return beyond
 
 
+def is_final(means: dict[float, float], grid=GRID) -> bool:
+    """The choice is made: every rate of ``grid`` was tried and the winner's neighbours (×2, ÷2) too, unless beyond
+    ``RATE_LIMITS``; before that, a cell's scores are not reported."""
+    tried = [r for r in means]
+    has = lambda rate: any(math.isclose(rate, r) for r in tried)  # noqa: E731
+    winner = select_rate(means)
+    if winner is None or not all(has(rate) for rate in grid):
+        return False
+    return all(has(n) or not RATE_LIMITS[0] <= n <= RATE_LIMITS[1] for n in (winner / 2, winner * 2))
+
+
 def interval(diffs: list[float], confidence: float = CONFIDENCE) -> dict:
     """Mean, std, the t-interval's half-width and the two-sided p-value of paired differences, and the verdict:
     "ahead" when the interval lies above 0, "behind" below, else "inconclusive" (too few seeds: n < 2)."""

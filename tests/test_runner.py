@@ -161,3 +161,19 @@ def test_mnli_evaluates_matched_and_mismatched(tmp_path):
     assert record["data"]["eval_examples"] == {"dev_matched": 12, "dev_mismatched": 12}
     metrics = record["last"]["metrics"]
     assert set(metrics) == {"dev_matched", "dev_mismatched"} and record["last"]["main"] == metrics["dev_matched"]["accuracy"]
+
+
+def test_peft_wrapping_prints_no_warning_a_user_cannot_act_on():
+    """PEFT's read of transformers' deprecated `is_gradient_checkpointing` warned on every LoRA and AdaLoRA run."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import runner, transformers\n"
+            "from peft import LoraConfig, get_peft_model\n"
+            "model = transformers.BertForSequenceClassification(transformers.BertConfig(hidden_size=8, "
+            "num_hidden_layers=1, num_attention_heads=2, intermediate_size=8))\n"
+            "get_peft_model(model, LoraConfig(target_modules=['query']))\n")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr[-2000:]

@@ -82,6 +82,15 @@ def test_selection_reads_validation_only_and_by_hand():
     assert selection.select_rate({5e-4: 1.0, 1e-3: 1.0}) == 5e-4  # a tie: the smaller rate
 
 
+def test_a_choice_is_final_once_the_grid_and_the_winners_neighbours_are_tried():
+    grid = {2.5e-4: 1.0, 5e-4: 2.0, 1e-3: 3.0, 2e-3: 2.0, 4e-3: 1.0}
+    assert selection.is_final(grid)
+    assert not selection.is_final({2.5e-4: 1.0, 5e-4: 2.0, 1e-3: 3.0})  # the grid is not complete
+    assert not selection.is_final({**grid, 4e-3: 9.0})  # the winner on the edge: 8e-3 still to try
+    assert selection.is_final({**grid, 4e-3: 9.0, 8e-3: 1.0})
+    assert selection.is_final({5e-4: 1.0, 1e-3: 2.0, 2e-3: 1.0}, grid=())  # stage 3: three rates around a winner
+
+
 def test_interval_by_hand():
     """Differences 1, 2, 3, 4, 5: mean 3, sd sqrt(2.5) = 1.5811; t(0.975, 4) = 2.7764 -> half-width
     2.7764 * 1.5811 / sqrt(5) = 1.9632; t = 3 / (1.5811 / sqrt(5)) = 4.2426 -> p = 0.01324 (two-sided)."""
