@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPARED = ("evaluations", "best", "last", "steps", "method_state")
+COMPARED = ("evaluations", "best", "last", "selected", "steps", "method_state")  # selected: the tuned study's choice
 REDIRECTED = ("results_dir=", "hydra.run.dir=")
 FLOAT_FIELDS = ("scores", "delta_w_change")  # per growth event: matrix -> float
 

@@ -169,3 +169,13 @@ def test_the_runner_config_mirrors_the_library_constant():
     method = compose_config("method=triadapt_linear_authors_code", "task=rte").method
     assert {key: method[key] for key in AUTHORS_CODE} == AUTHORS_CODE
     assert method.delta_r == method.r_ref // 2 and method.new_group_weight_decay == 0.0
+
+
+def test_a_grown_authors_code_adapter_saves_and_reloads_to_the_same_outputs(tmp_path):
+    tri = drive(AUTHORS_CODE, events=2)
+    x = torch.randn(4, 10)
+    tri.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    again = TriAdaptModel.from_pretrained(nn.Sequential(*[nn.Linear(10, 10) for _ in range(5)]), tmp_path)
+    assert again.rank_pattern() == tri.rank_pattern() and again.growth_blocks() == tri.growth_blocks()
+    assert torch.equal(again(x), tri(x))
