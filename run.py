@@ -130,6 +130,13 @@ def summary(record: dict, path: Path) -> str:
               f"(validation {selected['metrics']['validation'][metric]:.4f})")
     lines = [f"{record['task']} dev {metric}: {chosen}, last {last['main']:.4f}"
              + ("" if floor is None else f"; always the majority class: {floor:.4f}")]
+    first = record["evaluations"][0]
+    if first["step"] == 0:  # evaluate_before_training: the untrained (zero-shot) model
+        scores = first["metrics"][next(iter(first["metrics"]))]
+        lines.append(f"before training (zero-shot): {metric} {first['main']:.4f}"
+                     + (f", exact {scores['exact']:.4f}" if "exact" in scores else "")
+                     + f"; after: {metric} {last['main']:.4f}"
+                     + (f", exact {last['metrics'][next(iter(last['metrics']))]['exact']:.4f}" if "exact" in scores else ""))
     state = record.get("method_state") or {}
     if state.get("rank_pattern"):
         lines.append(f"final ranks (total {state['total_rank']} of {state['budget']}), by layer:")
@@ -162,12 +169,12 @@ def main(cfg: DictConfig) -> float:
         fail(e, output_dir)
     from runner.checkpoint import ResumeError  # torch and transformers: only once the settings are known to be good
     from runner.data import DataError
-    from runner.models import HubUnavailableError
+    from runner.models import HubUnavailableError, ModelUnavailableError
     from runner.train import Interrupted, run
 
     try:
         record, path = run(cfg, output_dir)
-    except (ConfigError, HubUnavailableError, DataError, ResumeError) as e:
+    except (ConfigError, HubUnavailableError, ModelUnavailableError, DataError, ResumeError) as e:
         fail(e, output_dir)
     except Interrupted as stopped:
         print(f"interrupted after step {stopped.step} of {stopped.total}; checkpoint in {stopped.folder}. "

@@ -145,15 +145,16 @@ def encode_split(split: Split, tokenizer, max_length: int) -> Features:
 
 
 def train_loader(dataset: Features, tokenizer, batch_size: int, seed: int, epoch: int,
-                 group_by_length: bool) -> DataLoader:
-    """One epoch of shuffled batches, padded per batch; the order depends only on (seed, epoch)."""
+                 group_by_length: bool, collator=None) -> DataLoader:
+    """One epoch of shuffled batches, padded per batch (by ``collator``, default: inputs only); the order depends only
+    on (seed, epoch)."""
     generator = torch.Generator().manual_seed(seed * 10_000 + epoch)
     if group_by_length:
         sampler = LengthGroupedSampler(batch_size, lengths=dataset.lengths, generator=generator)
     else:
         sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
     # The loader's own generator keeps it from drawing on the global RNG (which drives dropout).
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=DataCollatorWithPadding(tokenizer),
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator or DataCollatorWithPadding(tokenizer),
                       generator=torch.Generator().manual_seed(seed))
 
 

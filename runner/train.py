@@ -37,13 +37,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("runner")
 
 
-def batches_forever(dataset, tokenizer, batch_size: int, seed: int, group_by_length: bool, skip: int = 0):
+def batches_forever(dataset, tokenizer, batch_size: int, seed: int, group_by_length: bool, skip: int = 0,
+                    collator=None):
     """Micro-batches epoch after epoch, after skipping ``skip``; epoch e's order depends only on (seed, e)."""
     per_epoch = math.ceil(len(dataset) / batch_size)
     epoch, offset = divmod(skip, per_epoch)
     while True:
-        yield from itertools.islice(train_loader(dataset, tokenizer, batch_size, seed, epoch, group_by_length),
-                                    offset, None)
+        yield from itertools.islice(train_loader(dataset, tokenizer, batch_size, seed, epoch, group_by_length,
+                                                 collator), offset, None)
         epoch, offset = epoch + 1, 0
 
 
@@ -238,7 +239,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     #    Each replica trains on its slice of the global batch (runner/distributed.py).
     forward_model = replicas.wrap(method.model)
     batches = batches_forever(train_set, tokenizer, train_cfg.batch_size, cfg.seed, train_cfg.group_by_length,
-                              skip=start_step * train_cfg.grad_accum)
+                              skip=start_step * train_cfg.grad_accum, collator=getattr(data, "collator", None))
     evaluations = meta["evaluations"]
     checkpoint_every = train_cfg.checkpoint_every or eval_every
     # Precision: autocast of forward, loss and evaluation; fp16 scales the loss (a gradient scaler) so that small
@@ -254,6 +255,20 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     method.model.train()
     progress = tqdm(range(start_step, total_steps), desc=f"{cfg.method.name}/{task.name}", mininterval=2.0,
                     initial=start_step, total=total_steps, disable=not replicas.is_main)
+    def evaluate(done: int) -> None:
+        method.model.eval()
+        with autocast():
+            metrics = data.evaluate(method.model, replicas)
+        method.model.train()
+        main = metrics[next(iter(metrics))][task.metric]
+        evaluations.append({"step": done, "epoch": done / steps_per_epoch, "metrics": metrics, "main": main})
+        meta["train_time_at_evaluations_s"].append(round(meta["train_time_s"], 2))
+        held_out = metrics.get("validation", {}).get(task.metric)
+        log.info(f"step {done}/{total_steps}: dev {task.metric} {main:.4f}"
+                 + ("" if held_out is None else f", validation {held_out:.4f}"))
+
+    if task.get("evaluate_before_training") and start_step == 0:  # the untrained model: a zero-shot row
+        evaluate(0)
     # Log lines (evaluations, growth) print above the progress bar, and go to run.log; Ctrl-C stops after a whole step.
     one_process = not replicas.distributed and threading.current_thread() is threading.main_thread()
     with logging_redirect_tqdm(), StopRequests(active=one_process) as stop:
@@ -302,16 +317,7 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
             if done % eval_every == 0 or done == total_steps:
                 if replicas.distributed:  # also catches AdaLoRA's masking, which creates no parameters
                     meta["replica_checks"].append(replicas.check_identical(method.model, done, method.summary()))
-                method.model.eval()
-                with autocast():
-                    metrics = data.evaluate(method.model, replicas)
-                method.model.train()
-                last_main = metrics[next(iter(metrics))][task.metric]
-                evaluations.append({"step": done, "epoch": done / steps_per_epoch, "metrics": metrics, "main": last_main})
-                meta["train_time_at_evaluations_s"].append(round(meta["train_time_s"], 2))
-                held_out = metrics.get("validation", {}).get(task.metric)
-                log.info(f"step {done}/{total_steps}: dev {task.metric} {last_main:.4f}"
-                         + ("" if held_out is None else f", validation {held_out:.4f}"))
+                evaluate(done)
             if replicas.is_main and (done % checkpoint_every == 0 or done == total_steps or stop.requested):
                 log_file.flush()
                 checkpoint.save(output_dir, done, method.model, optimizer, scheduler, method,

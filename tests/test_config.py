@@ -58,7 +58,7 @@ def test_unknown_choice_lists_the_valid_ones(group):
 
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")
-                     if p.stem not in ("cpu_protocol", "first_run"))
+                     if p.stem not in ("cpu_protocol", "first_run", "smollm2_squad"))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -77,6 +77,15 @@ def test_every_experiment_composes_on_the_cpu_protocol(experiment):
     else:
         assert cfg.train.max_steps == cfg.task.cpu_steps and cfg.results_dir.startswith("results/runs")
     assert {"table1", "table2", "table3", "table4", "fig2", "fig3", "fig4", "fig5"} <= set(EXPERIMENTS)
+
+
+def test_the_decoder_experiment_runs_smollm2_on_generation_in_fixed_folders():
+    cfg = compose_config("+experiment=smollm2_squad")
+    assert (cfg.model.name, cfg.task.name, cfg.task.kind) == ("smollm2", "squad_v2_gen", "squad_v2_gen")
+    assert cfg.skip_existing and cfg.results_dir == "results/runs" and cfg.task.evaluate_before_training
+    assert list(cfg.model.target_modules) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    subdir = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "experiment" / "smollm2_squad.yaml"))["hydra"]["sweep"]
+    assert "seed" in subdir["subdir"] and "job" not in subdir["subdir"]
 
 
 def test_first_run_is_offline_short_and_kept_apart_from_the_protocol_records():
