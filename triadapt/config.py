@@ -10,12 +10,13 @@ from .schedule import MODES, ROUNDINGS, growth_steps
 
 
 PARAMETRIZATIONS = ("paper", "authors_code")
+LAYOUTS = ("growing", "preallocated")
 MIDDLE_LAYOUTS = ("triangular", "dense_blocks")
 SCALINGS = ("current_rank", "reference_rank")
 MIDDLE_INITS = ("gaussian", "identity")
 
 
-INTEGER_FIELDS = ("total_steps", "r_init", "r_ref", "delta_r", "fixed_k", "t0", "interval", "seed")
+INTEGER_FIELDS = ("total_steps", "r_init", "r_ref", "delta_r", "fixed_k", "t0", "interval", "seed", "capacity")
 NUMBER_FIELDS = ("alpha", "eps", "dropout", "init_std", "orth_reg_weight")
 FLAG_FIELDS = ("share_dropout_masks", "orth_squared", "budget_exact", "preserve_function_at_growth",
                "growth_after_total_steps")
@@ -107,6 +108,11 @@ class TriAdaptConfig:
     # rows start at 0, the old B is rescaled by s_old/s_new; TriAdaptLinear.grow). Off: the paper's growth.
     preserve_function_at_growth: bool = False
     seed: int = 0  # seeds the draw of new units: (seed, step, module) -> identical on every replica
+    # How the adapters are stored (issue 47): growing (new parameters at every event, the records' layout) |
+    # preallocated (every matrix holds `capacity` units from step 0, the unborn ones masked; shapes never change, for
+    # FSDP, DDP built once and torch.compile; train it with triadapt.optim.UnitAdamW). The paper's parametrisation only.
+    layout: str = "growing"
+    capacity: int = 0  # preallocated: units per matrix; 0: r_init + delta_r * (number of events), at most min(d, n)
     # Filled by growth and saved with the weights: full module name -> sizes of its rank blocks, in order
     # (the module's rank is their sum), so a reload rebuilds the exact parameter layout.
     growth_blocks: dict[str, list[int]] = field(default_factory=dict)
@@ -122,6 +128,15 @@ class TriAdaptConfig:
         _check_choice("middle_init", self.middle_init, MIDDLE_INITS)
         _check_choice("dropout_sampler", self.dropout_sampler, DROPOUT_SAMPLERS)
         _check_choice("middle_layout", self.middle_layout, MIDDLE_LAYOUTS)
+        _check_choice("layout", self.layout, LAYOUTS)
+        if self.layout == "preallocated":
+            beyond = {k: getattr(self, k) for k, paper in (("parametrization", "paper"), ("middle_layout", "triangular"),
+                      ("scaling", "current_rank"), ("a_init", "gaussian"), ("middle_init", "gaussian"),
+                      ("preserve_function_at_growth", False), ("share_dropout_masks", False)) if getattr(self, k) != paper}
+            if beyond:
+                raise ValueError(f"layout='preallocated' stores the paper's parametrisation only; got {beyond}")
+        if self.capacity < 0 or (self.capacity and self.capacity < self.r_init):
+            raise ValueError(f"capacity={self.capacity} must be 0 (automatic) or >= r_init={self.r_init}")
         _check_choice("diagonal_placement", self.diagonal_placement, DIAGONAL_PLACEMENTS)
         if self.parametrization == "authors_code" and (self.scaling, self.middle_init) != ("current_rank", "gaussian"):
             raise ValueError(f"parametrization='authors_code' sets the scale and the middle factor itself; leave "

@@ -17,6 +17,7 @@ from .perturbation import relative_change
 from .targets import is_adaptable, is_transposed_linear, target_modules_for
 from .config import TriAdaptConfig
 from .layer import SharedInputDropout, TriAdaptLinear
+from .preallocated import PreallocatedTriAdaptLinear
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -74,11 +75,19 @@ class TriAdaptModel(nn.Module):
         if unknown:
             raise ValueError(f"growth_blocks names modules that are not adapted targets: {sorted(unknown)[:5]}")
         self.layer_names: list[str] = []
+        events = len(schedule.growth_steps(config.t0, config.interval, config.total_steps)) if config.total_steps else 0
         for index, (name, module) in enumerate(targets):
             blocks = config.growth_blocks.get(name, [config.r_init])
-            layer = TriAdaptLinear(module, blocks, config.alpha, config.dropout, config.init_std, config.eps,
-                                   generator=unit_generator(config.seed, -1, index),
-                                   fan_in_fan_out=is_transposed_linear(module), **config.layer_options())
+            generator = unit_generator(config.seed, -1, index)
+            if config.layout == "preallocated":
+                capacity = config.capacity or min(min(module.weight.shape), config.r_init + config.delta_r * events)
+                layer = PreallocatedTriAdaptLinear(module, capacity, blocks[0], config.alpha, config.dropout,
+                                                   config.init_std, config.eps, generator, is_transposed_linear(module),
+                                                   config.dropout_sampler)
+            else:
+                layer = TriAdaptLinear(module, blocks, config.alpha, config.dropout, config.init_std, config.eps,
+                                       generator=generator, fan_in_fan_out=is_transposed_linear(module),
+                                       **config.layer_options())
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
             self.layer_names.append(name)
@@ -142,17 +151,23 @@ class TriAdaptModel(nn.Module):
         scores = importance.importance_scores(current, self.previous_norms)
         self.previous_norms = current  # refreshed for every matrix at every event
         chosen = importance.top_k(scores, k, ties_at_threshold=not c.budget_exact)
-        grown, before = {}, self.remaining
+        grown, before, capped = {}, self.remaining, {}
         for index in chosen:
             count = min(c.delta_r, self.remaining - sum(grown.values())) if c.budget_exact else c.delta_r
             if count <= 0:
                 break
-            grown[self.layer_names[index]] = count
+            room = getattr(self.layers()[index], "capacity", None)
+            if room is not None and count > room - self.layers()[index].rank:  # preallocated: what the capacity holds
+                capped[self.layer_names[index]] = count
+                count = room - self.layers()[index].rank
+            if count > 0:
+                grown[self.layer_names[index]] = count
         factors_before = {name: self.model.get_submodule(name).update_factors() for name in grown}
         new_params = self._apply_growth(step, grown)
         self.growth_history.append({
             "step": step, "k": k, "budget_before": before, "budget_after": self.remaining,
             "grown": grown, "scores": dict(zip(self.layer_names, scores)),
+            **({"capped": capped} if capped else {}),  # matrices given less than delta_r: their capacity was full
             # ||dW_after - dW_before||_F / ||dW_before||_F of each grown matrix: what the event did to it (issue 25)
             "delta_w_change": {name: relative_change(factors, self.model.get_submodule(name).update_factors())
                                for name, factors in factors_before.items()},
@@ -165,7 +180,9 @@ class TriAdaptModel(nn.Module):
         new_params = []
         for name, count in grown.items():
             layer = self.model.get_submodule(name)
-            new_params += layer.grow(count, unit_generator(self.config.seed, step, index[name]))
+            generator = unit_generator(self.config.seed, step, index[name])
+            new_params += (layer.grow(count, generator, step=step) if isinstance(layer, PreallocatedTriAdaptLinear)
+                           else layer.grow(count, generator))
         self.config.growth_blocks = self.growth_blocks()
         return new_params
 

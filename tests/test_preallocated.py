@@ -1,0 +1,108 @@
+"""The preallocated layout (issue 47) computes what the growing layout computes, optimizer included: the same losses
+step by step, the same growth decisions, the same final update, with no parameter ever added."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from runner.optim import add_param_group, build_optimizer, warmup_then_decay
+from triadapt import TriAdaptConfig, TriAdaptModel
+from triadapt.optim import UnitAdamW
+
+T, WARMUP, LR, WD = 24, 4, 5e-3, 0.01
+
+
+def base_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def batches():
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(8, 12, generator=g), torch.randn(8, 3, generator=g)) for _ in range(T)]
+
+
+def config(layout: str) -> TriAdaptConfig:
+    return TriAdaptConfig(target_modules=["0", "2", "4"], r_ref=6, delta_r=2, total_steps=T, t0=3, interval=4,
+                          alpha=8.0, orth_reg_weight=0.1, layout=layout, seed=3,
+                          capacity=12 if layout == "preallocated" else 0)  # room for every event on every matrix
+
+
+def train(layout: str, lr_factor=None, plain_adamw: bool = False):
+    """The runner's loop in miniature: loss + Eq. 10, backward, clip, grow, step, schedule."""
+    tri = TriAdaptModel(base_model(), config(layout))
+    if layout == "growing" or plain_adamw:  # plain_adamw: one Adam clock and schedule for every unit of a tensor
+        optimizer, scheduler = build_optimizer(tri, LR, WD, WARMUP, T, fused=False)
+    else:
+        own = lr_factor or (lambda s, birth: warmup_then_decay(WARMUP, T, start=birth)(s))
+        optimizer = UnitAdamW([p for p in tri.parameters() if p.requires_grad], tri.layers(), lr=LR, lr_factor=own,
+                              betas=(0.9, 0.999), eps=1e-8, weight_decay=WD, new_weight_decay=WD)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(WARMUP, T))
+    parameters_at_start = [id(p) for p in tri.parameters()]
+    losses = []
+    for step, (x, y) in enumerate(batches()):
+        loss = nn.functional.mse_loss(tri(x), y) + tri.orthogonal_regularizer()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+        new = tri.grow(step)
+        if new:
+            add_param_group(optimizer, scheduler, new, step, WD, WARMUP, T)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return tri, losses, parameters_at_start
+
+
+def test_preallocated_equals_growing_step_by_step():
+    grown, grown_losses, _ = train("growing")
+    fixed, fixed_losses, at_start = train("preallocated")
+    assert len(grown.growth_history) >= 3
+    assert [e["grown"] for e in fixed.growth_history] == [e["grown"] for e in grown.growth_history]
+    assert fixed.rank_pattern() == grown.rank_pattern()
+    assert fixed_losses == pytest.approx(grown_losses, abs=1e-5)
+    for a, b in zip(fixed.layers(), grown.layers()):
+        torch.testing.assert_close(a.delta_weight(), b.delta_weight(), atol=1e-5, rtol=1e-4)
+    assert [id(p) for p in fixed.parameters()] == at_start  # the parameter set never changed
+
+
+def test_the_check_fails_when_newborn_units_follow_the_wrong_schedule():
+    """Newborn units on the run's schedule instead of their own warm-up from birth: the losses part."""
+    _, grown_losses, _ = train("growing")
+    _, wrong, _ = train("preallocated", lr_factor=lambda s, birth: warmup_then_decay(WARMUP, T)(s))
+    assert wrong != pytest.approx(grown_losses, abs=1e-5)
+
+
+def test_the_check_fails_with_one_adam_clock_for_every_unit():
+    """Plain AdamW on the preallocated tensors: newborn units share the old units' step count (no bias correction from
+    birth) and schedule; the losses part."""
+    _, grown_losses, _ = train("growing")
+    _, wrong, _ = train("preallocated", plain_adamw=True)
+    assert wrong != pytest.approx(grown_losses, abs=1e-5)
+
+
+def test_unborn_units_change_nothing_and_stay_untouched():
+    tri = TriAdaptModel(base_model(), config("preallocated"))
+    layer = tri.layers()[0]
+    before = copy.deepcopy(layer.tri_a.detach()[layer.rank:])
+    x = torch.randn(4, 12)
+    out = tri(x)
+    with torch.no_grad():
+        layer.tri_a[layer.rank:] += 5.0  # an unborn unit's values do not reach the output
+        layer.tri_b[:, layer.rank:] += 5.0
+    assert torch.equal(tri(x), out)
+    (tri(x) ** 2).sum().backward()
+    assert torch.all(layer.tri_a.grad[layer.rank:] == 0) and torch.all(layer.tri_b.grad[:, layer.rank:] == 0)
+    assert before.shape[0] == layer.capacity - layer.rank
+
+
+def test_a_full_capacity_caps_growth_and_says_so():
+    settings = dict(target_modules=["0", "2", "4"], r_ref=6, delta_r=2, total_steps=T, t0=3, interval=4,
+                    layout="preallocated", capacity=2)
+    tri = TriAdaptModel(base_model(), TriAdaptConfig(**settings))
+    for step in range(T):
+        tri.grow(step)
+    assert all(rank <= 2 for rank in tri.rank_pattern().values())
+    assert any("capped" in event for event in tri.growth_history)

@@ -1,0 +1,147 @@
+"""TriAdaptLoRA with a fixed parameter set (issue 47): every adapted matrix holds its capacity from step 0.
+
+``PreallocatedTriAdaptLinear`` stores A (cap x n), B (d x cap) and the packed lower triangles of L and U for ``cap``
+units. Units not yet born are masked: their rows of A and columns of B are multiplied by 0 in every forward, so they
+change nothing and every one of their entries receives a zero gradient. A growth event writes the newborn units'
+initial values in place, drawn exactly as ``TriAdaptLinear._add_units`` draws them (same generator, same order), sets
+their mask to 1 and updates the scale alpha/(r+eps) of Eq. 5, a tensor: shapes never change, so an optimizer built
+once, a DDP/FSDP wrapper built once and a compiled graph stay valid. ``UnitAdamW`` (triadapt.optim) gives newborn
+units fresh Adam moments, bias correction and an LR schedule from their birth, as a new optimizer group does for the
+growing layout.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layer import _FusedAdapterLinear, _packed_size, make_dropout
+
+
+class PreallocatedTriAdaptLinear(nn.Module):
+    """A frozen linear map plus a triangular-split low-rank update of fixed capacity (paper Eq. 5), with the
+    paper's initialisation (A, L, U and each new unit's B ~ N(0, init_std), the first block's B = 0)."""
+
+    def __init__(self, base: nn.Module, capacity: int, rank: int, alpha: float, dropout: float = 0.0,
+                 init_std: float = 0.02, eps: float = 1e-5, generator: torch.Generator | None = None,
+                 fan_in_fan_out: bool = False, dropout_sampler: str = "bernoulli"):
+        super().__init__()
+        if not 1 <= rank <= capacity:
+            raise ValueError(f"rank={rank} must lie in [1, capacity={capacity}]")
+        self.base_layer, self.fan_in_fan_out = base, fan_in_fan_out
+        self.alpha, self.eps, self.init_std, self.capacity = alpha, eps, init_std, capacity
+        self.dropout = make_dropout(dropout, dropout_sampler)
+        weight = self.base_weight()
+        d, n = weight.shape
+        packed = _packed_size(0, capacity)
+        self.tri_a = nn.Parameter(torch.zeros(capacity, n, device=weight.device, dtype=weight.dtype))
+        self.tri_b = nn.Parameter(torch.zeros(d, capacity, device=weight.device, dtype=weight.dtype))
+        self.tri_l = nn.Parameter(torch.zeros(packed, device=weight.device, dtype=weight.dtype))
+        self.tri_u = nn.Parameter(torch.zeros(packed, device=weight.device, dtype=weight.dtype))
+        rows, cols = torch.tril_indices(capacity, capacity, device=weight.device)
+        self.register_buffer("_lower_index", rows * capacity + cols, persistent=False)
+        self.register_buffer("_upper_index", cols * capacity + rows, persistent=False)
+        self.register_buffer("entry_unit", rows, persistent=False)  # the unit owning each packed entry of L and U
+        self.register_buffer("unit_mask", torch.zeros(capacity, device=weight.device, dtype=weight.dtype))
+        self.register_buffer("scale", torch.zeros((), device=weight.device, dtype=weight.dtype))
+        # the optimizer step at which each unit was born (-1: from the start; capacity not yet used: a large number)
+        self.register_buffer("birth", torch.full((capacity,), 2**62, device=weight.device, dtype=torch.long))
+        self.rank = 0
+        self.merged = False
+        self._write_units(rank, generator, zero_b=True, step=-1)
+
+    def base_weight(self) -> torch.Tensor:
+        return self.base_layer.weight.t() if self.fan_in_fan_out else self.base_layer.weight
+
+    def _write_units(self, count: int, generator, zero_b: bool, step: int) -> None:
+        """Units rank .. rank+count-1 born: their values drawn as TriAdaptLinear._add_units draws a new block's."""
+        if self.rank + count > self.capacity:
+            raise ValueError(f"growing to rank {self.rank + count} exceeds the capacity {self.capacity}")
+        d, n = self.base_weight().shape
+        start, end = _packed_size(0, self.rank), _packed_size(0, self.rank + count)
+
+        def gaussian(*shape):
+            return torch.empty(*shape, dtype=torch.float32).normal_(0.0, self.init_std, generator=generator)
+
+        with torch.no_grad():
+            self.tri_a[self.rank:self.rank + count] = gaussian(count, n)
+            self.tri_b[:, self.rank:self.rank + count] = 0.0 if zero_b else gaussian(d, count)
+            self.tri_l[start:end] = gaussian(end - start)
+            self.tri_u[start:end] = gaussian(end - start)
+            self.unit_mask[self.rank:self.rank + count] = 1.0
+            self.birth[self.rank:self.rank + count] = step
+            self.rank += count
+            self.scale.fill_(self.alpha / (self.rank + self.eps))
+
+    def grow(self, count: int, generator: torch.Generator | None = None, step: int = 0) -> list[nn.Parameter]:
+        """Eqs. 6-9 in place: ``count`` units born at optimizer step ``step``; no new parameter (returns [])."""
+        if self.merged:
+            raise RuntimeError("cannot grow a merged layer; call unmerge() first")
+        if count <= 0:
+            raise ValueError(f"count={count} must be positive")
+        self._write_units(count, generator, zero_b=False, step=step)
+        return []
+
+    def block_sizes(self) -> list[int]:
+        births = self.birth[:self.rank].tolist()
+        return [sum(1 for b in births if b == step) for step in dict.fromkeys(births)]
+
+    def _full_transform(self) -> torch.Tensor:
+        c = self.capacity
+        lower = self.tri_l.new_zeros(c * c).index_add(0, self._lower_index, self.tri_l)
+        upper = self.tri_l.new_zeros(c * c).index_add(0, self._upper_index, self.tri_u)
+        return (lower + upper).view(c, c)
+
+    def transform(self) -> torch.Tensor:
+        """D = L + U over the born units (r x r)."""
+        return self._full_transform()[:self.rank, :self.rank]
+
+    def factor_a(self) -> torch.Tensor:
+        return self.tri_a[:self.rank]
+
+    def factor_b(self) -> torch.Tensor:
+        return self.tri_b[:, :self.rank]
+
+    def masked_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A and B at full capacity, the unborn units' rows and columns zero: fixed shapes for any rank."""
+        return self.tri_a * self.unit_mask[:, None], self.tri_b * self.unit_mask[None, :]
+
+    def update_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return self.factor_b().clone(), self.scale * self.transform(), self.factor_a().clone()
+
+    def delta_weight(self) -> torch.Tensor:
+        a, b = self.masked_factors()
+        return self.scale * (b @ self._full_transform() @ a)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.base_layer
+        if self.merged:
+            return base(x)
+        a, b = self.masked_factors()
+        m = self.scale * (b @ self._full_transform())
+        dropped = None if isinstance(self.dropout, nn.Identity) else self.dropout(x)
+        return _FusedAdapterLinear.apply(x, None if dropped is x else dropped, self.base_weight(), base.bias, a, m)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self.base_weight().add_(self.delta_weight())
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.base_weight().sub_(self.delta_weight())
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        d, n = self.base_weight().shape
+        return f"in={n}, out={d}, rank={self.rank} of {self.capacity}, merged={self.merged}"
+
+
+def unit_of_entries(layer: PreallocatedTriAdaptLinear) -> dict[nn.Parameter, torch.Tensor]:
+    """For each adapter tensor of ``layer``, the unit owning each entry (broadcastable to the tensor)."""
+    units = torch.arange(layer.capacity, device=layer.tri_a.device)
+    return {layer.tri_a: units[:, None], layer.tri_b: units[None, :], layer.tri_l: layer.entry_unit,
+            layer.tri_u: layer.entry_unit}
