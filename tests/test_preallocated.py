@@ -106,3 +106,34 @@ def test_a_full_capacity_caps_growth_and_says_so():
         tri.grow(step)
     assert all(rank <= 2 for rank in tri.rank_pattern().values())
     assert any("capped" in event for event in tri.growth_history)
+
+
+def test_save_load_merge_and_export_from_the_preallocated_layout(tmp_path):
+    """Only the born units are saved, in the growing layout's names: either layout reloads them to the same outputs;
+    merging and the PEFT export give the same outputs too."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from triadapt.export import export_peft_lora
+
+    fixed, _, _ = train("preallocated")
+    grown, _, _ = train("growing")
+    x = torch.randn(5, 12)
+    fixed.save_pretrained(tmp_path / "fixed")
+    saved = load_file(str(tmp_path / "fixed" / "adapter_model.safetensors"))
+    assert set(saved) == set(grown.trainable_state_dict())  # the growing layout's names, born units only
+    again = TriAdaptModel.from_pretrained(base_model(), tmp_path / "fixed")
+    assert again.config.layout == "preallocated" and again.rank_pattern() == fixed.rank_pattern()
+    torch.testing.assert_close(again(x), fixed(x), rtol=0, atol=0)
+    config = (tmp_path / "fixed" / "adapter_config.json")
+    config.write_text(config.read_text().replace('"preallocated"', '"growing"'))
+    as_growing = TriAdaptModel.from_pretrained(base_model(), tmp_path / "fixed")
+    assert as_growing.config.layout == "growing"
+    torch.testing.assert_close(as_growing(x), fixed(x), atol=1e-6, rtol=0)
+    out = fixed(x)
+    fixed.merge()
+    torch.testing.assert_close(fixed(x), out, atol=1e-5, rtol=0)
+    fixed.unmerge()
+    export_peft_lora(fixed, tmp_path / "peft")
+    peft = PeftModel.from_pretrained(base_model(), tmp_path / "peft")
+    torch.testing.assert_close(peft(x), out, atol=1e-5, rtol=0)

@@ -81,9 +81,11 @@ class TriAdaptModel(nn.Module):
             generator = unit_generator(config.seed, -1, index)
             if config.layout == "preallocated":
                 capacity = config.capacity or min(min(module.weight.shape), config.r_init + config.delta_r * events)
-                layer = PreallocatedTriAdaptLinear(module, capacity, blocks[0], config.alpha, config.dropout,
-                                                   config.init_std, config.eps, generator, is_transposed_linear(module),
-                                                   config.dropout_sampler)
+                layer = PreallocatedTriAdaptLinear(module, max(capacity, sum(blocks)), blocks[0], config.alpha,
+                                                   config.dropout, config.init_std, config.eps, generator,
+                                                   is_transposed_linear(module), config.dropout_sampler)
+                for birth, size in enumerate(blocks[1:]):  # a reload rebuilds grown blocks; their values are loaded
+                    layer.grow(size, generator, step=birth)
             else:
                 layer = TriAdaptLinear(module, blocks, config.alpha, config.dropout, config.init_std, config.eps,
                                        generator=generator, fan_in_fan_out=is_transposed_linear(module),
@@ -202,8 +204,15 @@ class TriAdaptModel(nn.Module):
 
     # -- persistence -----------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every trainable tensor: the adapters and any module the caller unfroze (e.g. the head)."""
-        return {n: p.detach().contiguous() for n, p in self.model.named_parameters() if p.requires_grad}
+        """Every trainable tensor: the adapters and any module the caller unfroze (e.g. the head). A preallocated
+        layer gives its born units only, in the growing layout's per-block names, so either layout loads them."""
+        preallocated = {name: layer for name, layer in zip(self.layer_names, self.layers())
+                        if isinstance(layer, PreallocatedTriAdaptLinear)}
+        state = {n: p.detach().contiguous() for n, p in self.model.named_parameters() if p.requires_grad
+                 and n.rpartition(".")[0] not in preallocated}
+        for name, layer in preallocated.items():
+            state.update({f"{name}.{key}": tensor for key, tensor in layer.block_tensors().items()})
+        return state
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write adapter_config.json (with rank_pattern), adapter_model.safetensors and growth_state.json (the
@@ -251,7 +260,18 @@ class TriAdaptModel(nn.Module):
 
     def load_trainable(self, state: dict[str, torch.Tensor]) -> None:
         """Load saved trainable tensors; any missing, extra or misshapen adapter tensor is an error."""
-        own = dict(self.model.named_parameters())
+        state = dict(state)
+        for name, layer in zip(self.layer_names, self.layers()):
+            if isinstance(layer, PreallocatedTriAdaptLinear):  # its blocks go into the fixed tensors
+                blocks = {key[len(name) + 1:]: state.pop(key) for key in list(state) if key.startswith(f"{name}.tri_")}
+                expected = layer.block_tensors()
+                if {k: tuple(v.shape) for k, v in blocks.items()} != {k: tuple(v.shape) for k, v in expected.items()}:
+                    raise ValueError(f"adapter checkpoint does not fit this model's rank pattern: {name} saved "
+                                     f"{sorted(blocks)[:4]}, model {sorted(expected)[:4]}")
+                layer.load_block_tensors(blocks)
+        own = {n: p for n, p in self.model.named_parameters()
+               if not any(n.startswith(f"{name}.tri_") for name, layer in zip(self.layer_names, self.layers())
+                          if isinstance(layer, PreallocatedTriAdaptLinear))}
         adapter_keys = {n for n in own if ".tri_" in n}
         problems = sorted(set(state) - set(own))[:3] + sorted(adapter_keys - set(state))[:3]
         problems += [f"{n}: saved {tuple(t.shape)} vs model {tuple(own[n].shape)}"
@@ -265,3 +285,7 @@ class TriAdaptModel(nn.Module):
             p.requires_grad_(False)
         for name in state:
             own[name].requires_grad_(True)
+        for layer in self.layers():
+            if isinstance(layer, PreallocatedTriAdaptLinear):
+                for p in (layer.tri_a, layer.tri_b, layer.tri_l, layer.tri_u):
+                    p.requires_grad_(True)

@@ -82,6 +82,40 @@ class PreallocatedTriAdaptLinear(nn.Module):
         self._write_units(count, generator, zero_b=False, step=step)
         return []
 
+    def block_tensors(self) -> dict[str, torch.Tensor]:
+        """The born units in the growing layout's names and shapes, block by block ("tri_a.0", "tri_b.0", ...): what
+        is saved, so that an adapter loads into either layout."""
+        out, start = {}, 0
+        for j, size in enumerate(self.block_sizes()):
+            end = start + size
+            packed = slice(_packed_size(0, start), _packed_size(0, end))
+            out.update({f"tri_a.{j}": self.tri_a[start:end], f"tri_b.{j}": self.tri_b[:, start:end],
+                        f"tri_l.{j}": self.tri_l[packed], f"tri_u.{j}": self.tri_u[packed]})
+            start = end
+        return {k: v.detach().contiguous() for k, v in out.items()}
+
+    def load_block_tensors(self, blocks: dict[str, torch.Tensor]) -> None:
+        """Load ``block_tensors``' format (as many blocks as it holds): the units become born (from the start)."""
+        count = sum(1 for key in blocks if key.startswith("tri_a."))
+        sizes = [blocks[f"tri_a.{j}"].shape[0] for j in range(count)]
+        if sum(sizes) > self.capacity:
+            raise ValueError(f"a saved rank of {sum(sizes)} does not fit the capacity {self.capacity}")
+        with torch.no_grad():
+            start = 0
+            for j, size in enumerate(sizes):
+                end = start + size
+                packed = slice(_packed_size(0, start), _packed_size(0, end))
+                self.tri_a[start:end] = blocks[f"tri_a.{j}"]
+                self.tri_b[:, start:end] = blocks[f"tri_b.{j}"]
+                self.tri_l[packed] = blocks[f"tri_l.{j}"]
+                self.tri_u[packed] = blocks[f"tri_u.{j}"]
+                self.birth[start:end] = -1 if j == 0 else j - 1  # distinct births keep the block sizes
+                start = end
+            self.unit_mask.zero_()
+            self.unit_mask[:start] = 1.0
+            self.rank = start
+            self.scale.fill_(self.alpha / (self.rank + self.eps))
+
     def block_sizes(self) -> list[int]:
         births = self.birth[:self.rank].tolist()
         return [sum(1 for b in births if b == step) for step in dict.fromkeys(births)]
