@@ -214,3 +214,58 @@ def test_gradient_checkpointing_gives_the_same_gradients_dropout_included(layout
     assert plain.keys() == checkpointed.keys() and len(plain) > 0
     for name, grad in plain.items():
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+
+def _fsdp2_replica(rank: int, init_file: str, out_file: str):
+    """One of two FSDP2 processes: the preallocated model sharded with fully_shard, its half of every global batch."""
+    import json
+
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    tri = TriAdaptModel(base_model(), config("preallocated"))
+    fully_shard(tri.model)
+    from torch.distributed.tensor import DTensor
+
+    assert isinstance(tri.layers()[0].tri_a, DTensor) and tri.layers()[0].tri_a.to_local().shape[0] == 6  # 12 / 2
+    optimizer = UnitAdamW([p for p in tri.parameters() if p.requires_grad], tri.layers(), lr=LR,
+                          lr_factor=lambda s, birth: warmup_then_decay(WARMUP, T, start=birth)(s),
+                          betas=(0.9, 0.999), eps=1e-8, weight_decay=WD, new_weight_decay=WD)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(WARMUP, T))
+    losses = []
+    for step, (x, y) in enumerate(batches()):
+        half = slice(4 * rank, 4 * rank + 4)
+        loss = nn.functional.mse_loss(tri(x[half]), y[half]) + tri.orthogonal_regularizer()
+        loss.backward()  # FSDP2 averages the two halves' gradients: the full batch's
+        torch.nn.utils.clip_grad_norm_([p for p in tri.parameters() if p.requires_grad], 1.0)
+        tri.grow(step)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        mean = torch.tensor([loss.item()])
+        dist.all_reduce(mean)
+        losses.append(mean.item() / 2)
+    delta = [layer.delta_weight().detach().tolist() for layer in tri.layers()]
+    if rank == 0:
+        with open(out_file, "w") as f:
+            json.dump({"losses": losses, "ranks": tri.rank_pattern(), "delta": delta}, f)
+    dist.destroy_process_group()
+
+
+def test_two_fsdp2_processes_equal_one_process_with_the_same_global_batch(tmp_path):
+    """fully_shard over two gloo processes on CPU, with growth: the same rank pattern, the same losses and updates
+    as one process that sees each whole batch (the parameters never change, so the sharding is made once)."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_fsdp2_replica, args=(str(tmp_path / "init"), str(tmp_path / "out.json")), nprocs=2)
+    sharded = json.loads((tmp_path / "out.json").read_text())
+    single, losses, _ = train("preallocated")
+    assert sharded["ranks"] == single.rank_pattern() and len(single.growth_history) >= 3
+    assert sharded["losses"] == pytest.approx(losses, abs=1e-5)
+    for delta, layer in zip(sharded["delta"], single.layers()):
+        torch.testing.assert_close(torch.tensor(delta), layer.delta_weight().detach(), atol=1e-5, rtol=1e-4)

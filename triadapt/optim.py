@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from .preallocated import PreallocatedTriAdaptLinear, unit_of_entries
+from .preallocated import PreallocatedTriAdaptLinear, local_part, unit_of_entries
 
 
 class UnitAdamW(torch.optim.Optimizer):
@@ -32,30 +32,34 @@ class UnitAdamW(torch.optim.Optimizer):
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             peak = group.get("initial_lr", group["lr"])
-            for p in group["params"]:
-                if p.grad is None:
+            for param in group["params"]:
+                if param.grad is None:
                     continue
-                state = self.state[p]
+                p, offset = local_part(param)  # under FSDP2: this process's shard, updated in place
+                grad = local_part(param.grad)[0]
+                state = self.state[param]
                 if not state:
                     state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
                     state["step"] = torch.zeros(())
-                if p in self.units:
-                    self._unit_update(p, state, group, peak, s, beta1, beta2)
+                if param in self.units:
+                    layer, index = self.units[param]
+                    if index.shape[0] == param.shape[0] and index.shape[0] > 1:  # units along the sharded dim
+                        index = index[offset:offset + p.shape[0]]
+                    self._unit_update(p, grad, layer, index, state, group, peak, s, beta1, beta2)
                 else:
-                    self._plain_update(p, state, group, beta1, beta2)
+                    self._plain_update(p, grad, state, group, beta1, beta2)
         self.steps_taken += 1
 
-    def _plain_update(self, p, state, group, beta1, beta2) -> None:
+    def _plain_update(self, p, grad, state, group, beta1, beta2) -> None:
         state["step"] += 1
         n = state["step"].item()
         p.mul_(1 - group["lr"] * group["weight_decay"])
-        state["exp_avg"].lerp_(p.grad, 1 - beta1)
-        state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+        state["exp_avg"].lerp_(grad, 1 - beta1)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = (state["exp_avg_sq"].sqrt() / (1 - beta2 ** n) ** 0.5).add_(group["eps"])
         p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1 ** n))
 
-    def _unit_update(self, p, state, group, peak, s, beta1, beta2) -> None:
-        layer, index = self.units[p]
+    def _unit_update(self, p, g, layer, index, state, group, peak, s, beta1, beta2) -> None:
         birth = layer.birth.tolist()
         if state.get("births") != birth:  # (re)born units start with fresh moments
             old = state.get("births") or [None] * len(birth)
@@ -73,7 +77,6 @@ class UnitAdamW(torch.optim.Optimizer):
                                 dtype=p.dtype, device=p.device)
         decayed, step_size, bias2_sqrt, active = (row[index] for row in per_unit)
         p.mul_(1 - decayed * active)
-        g = p.grad
         state["exp_avg"].add_((g - state["exp_avg"]) * (1 - beta1) * active)
         state["exp_avg_sq"].add_((state["exp_avg_sq"] * (beta2 - 1) + (1 - beta2) * g * g) * active)
         denom = state["exp_avg_sq"].sqrt() / bias2_sqrt + group["eps"]

@@ -18,6 +18,41 @@ from torch import nn
 from .layer import _FusedAdapterLinear, _packed_size, make_dropout
 
 
+def local_part(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(the entries this process holds, the global index of their first row): the whole tensor and 0, or under
+    FSDP2 a DTensor's local shard (rows, dim 0) and its offset."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(tensor, DTensor):
+        return tensor, 0
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, offset = compute_local_shape_and_global_offset(tensor.shape, tensor.device_mesh, tensor.placements)
+    return tensor.to_local(), offset[0]
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor: a sharded DTensor gathered (differentiably), any other tensor as it is. Inside a forward,
+    FSDP2 has gathered the parameters already; growth and the regulariser run outside it."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def write_rows(tensor: torch.Tensor, start: int, values: torch.Tensor) -> None:
+    """tensor[start:start+len(values)] = values (dim 0), also when only a shard of ``tensor`` is here (FSDP2)."""
+    local, offset = local_part(tensor)
+    low, high = max(start, offset), min(start + len(values), offset + local.shape[0])
+    if low < high:
+        local[low - offset:high - offset] = values[low - start:high - start]
+
+
+def write_columns(tensor: torch.Tensor, start: int, values: torch.Tensor) -> None:
+    """tensor[:, start:start+values.shape[1]] = values, also when only a shard of rows is here (FSDP2)."""
+    local, offset = local_part(tensor)
+    local[:, start:start + values.shape[1]] = values[offset:offset + local.shape[0]]
+
+
 class PreallocatedTriAdaptLinear(nn.Module):
     """A frozen linear map plus a triangular-split low-rank update of fixed capacity (paper Eq. 5), with the
     paper's initialisation (A, L, U and each new unit's B ~ N(0, init_std), the first block's B = 0)."""
@@ -64,10 +99,10 @@ class PreallocatedTriAdaptLinear(nn.Module):
             return torch.empty(*shape, dtype=torch.float32).normal_(0.0, self.init_std, generator=generator)
 
         with torch.no_grad():
-            self.tri_a[self.rank:self.rank + count] = gaussian(count, n)
-            self.tri_b[:, self.rank:self.rank + count] = 0.0 if zero_b else gaussian(d, count)
-            self.tri_l[start:end] = gaussian(end - start)
-            self.tri_u[start:end] = gaussian(end - start)
+            write_rows(self.tri_a, self.rank, gaussian(count, n))
+            write_columns(self.tri_b, self.rank, torch.zeros(d, count) if zero_b else gaussian(d, count))
+            write_rows(self.tri_l, start, gaussian(end - start))
+            write_rows(self.tri_u, start, gaussian(end - start))
             self.unit_mask[self.rank:self.rank + count] = 1.0
             self.birth[self.rank:self.rank + count] = step
             self.rank += count
@@ -121,9 +156,9 @@ class PreallocatedTriAdaptLinear(nn.Module):
         return [sum(1 for b in births if b == step) for step in dict.fromkeys(births)]
 
     def _full_transform(self) -> torch.Tensor:
-        c = self.capacity
-        lower = self.tri_l.new_zeros(c * c).index_add(0, self._lower_index, self.tri_l)
-        upper = self.tri_l.new_zeros(c * c).index_add(0, self._upper_index, self.tri_u)
+        c, tri_l, tri_u = self.capacity, whole(self.tri_l), whole(self.tri_u)
+        lower = tri_l.new_zeros(c * c).index_add(0, self._lower_index, tri_l)
+        upper = tri_l.new_zeros(c * c).index_add(0, self._upper_index, tri_u)
         return (lower + upper).view(c, c)
 
     def transform(self) -> torch.Tensor:
@@ -131,14 +166,14 @@ class PreallocatedTriAdaptLinear(nn.Module):
         return self._full_transform()[:self.rank, :self.rank]
 
     def factor_a(self) -> torch.Tensor:
-        return self.tri_a[:self.rank]
+        return whole(self.tri_a)[:self.rank]
 
     def factor_b(self) -> torch.Tensor:
-        return self.tri_b[:, :self.rank]
+        return whole(self.tri_b)[:, :self.rank]
 
     def masked_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A and B at full capacity, the unborn units' rows and columns zero: fixed shapes for any rank."""
-        return self.tri_a * self.unit_mask[:, None], self.tri_b * self.unit_mask[None, :]
+        return whole(self.tri_a) * self.unit_mask[:, None], whole(self.tri_b) * self.unit_mask[None, :]
 
     def update_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.no_grad():
