@@ -29,6 +29,7 @@ class Method:
     name = "method"
     new_group_schedule = "own_warmup"  # LR schedule of parameters born mid-run (see runner.optim.add_param_group)
     new_group_weight_decay: float | None = None  # their weight decay; None: the run's (train.weight_decay)
+    growth_events = 0  # growth events so far, for methods that grow without adding parameters (preallocated units)
 
     def __init__(self, model: nn.Module):
         self.model = model  # what the loop calls forward on
@@ -56,6 +57,10 @@ class Method:
 
     def load_extra_state(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         return None
+
+    def unit_layers(self) -> list[nn.Module]:
+        """Layers whose units carry their own optimizer clock (TriAdaptLoRA's preallocated layout); none here."""
+        return []
 
     def replay_growth(self, step: int) -> list[nn.Parameter]:
         raise NotImplementedError(f"{type(self).__name__} never grows")

@@ -12,6 +12,7 @@ from baselines.lora import LoRA
 from baselines.simple import BitFit, FullFineTuning
 from baselines.tlora import TLoRA
 from triadapt import TriAdaptConfig, TriAdaptModel
+from triadapt.preallocated import PreallocatedTriAdaptLinear
 
 from baselines.method import Method
 
@@ -29,7 +30,7 @@ class RunContext:
 # Options beyond the paper (conf/method/ladder*.yaml, triadapt_linear_authors_code.yaml); absent from the paper's own
 # method configs, so that their resolved configs, and with them the records' identities, stay as they were.
 ABLATION_KEYS = ("parametrization", "scaling", "a_init", "middle_init", "preserve_function_at_growth", "dropout_sampler",
-                 "middle_layout", "diagonal_placement", "growth_after_total_steps")
+                 "middle_layout", "diagonal_placement", "growth_after_total_steps", "layout", "capacity")
 
 
 def triadapt_config(m, ctx: RunContext) -> TriAdaptConfig:
@@ -59,6 +60,13 @@ class TriAdaptMethod(Method):
 
     def regularizer(self):
         return self.tri.orthogonal_regularizer() if self.tri.config.orth_reg_weight > 0 else None
+
+    def unit_layers(self):
+        return [layer for layer in self.tri.layers() if isinstance(layer, PreallocatedTriAdaptLinear)]
+
+    @property
+    def growth_events(self) -> int:
+        return len(self.tri.growth_history)
 
     def before_optimizer_step(self, step: int):
         return self.tri.grow(step)

@@ -21,7 +21,21 @@ def warmup_then_decay(warmup: int, total: int, start: int = 0):
     return factor
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, warmup: int, total: int, fused: bool = False):
+def new_unit_factor(schedule: str, warmup: int, total: int):
+    """The LR factor at step s of units born at step b: the schedule ``add_param_group`` gives a group born at b."""
+    if schedule not in NEW_GROUP_SCHEDULES:
+        raise ValueError(f"new-group schedule {schedule!r}; valid: {', '.join(NEW_GROUP_SCHEDULES)}")
+    run = warmup_then_decay(warmup, total)
+
+    def factor(step: int, birth: int) -> float:
+        own = warmup_then_decay(warmup, total, start=birth)(step)
+        return {"own_warmup": own, "global": run(step), "own_warmup_capped": min(own, run(step))}[schedule]
+
+    return factor
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, warmup: int, total: int, fused: bool = False,
+                    unit_layers=(), new_group_schedule: str = "own_warmup", new_group_decay: float | None = None):
     """AdamW over the trainable parameters; biases and LayerNorm weights get no weight decay (as HF). The foreach
     implementation (bit-identical to the per-tensor loop, cheaper over TriAdaptLoRA's many growth blocks), or with
     ``fused`` torch's fused kernel (cheaper still; the last bits of the update differ)."""
@@ -31,7 +45,13 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, warmup: in
             (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     groups = [g for g in ({"params": decay, "weight_decay": weight_decay},
                           {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-    optimizer = AdamW(groups, lr=lr, **({"fused": True} if fused else {"foreach": True}))
+    if unit_layers:  # TriAdaptLoRA's preallocated layout: each unit its own Adam clock and schedule from birth
+        from triadapt.optim import UnitAdamW
+
+        optimizer = UnitAdamW(groups, list(unit_layers), lr=lr, lr_factor=new_unit_factor(new_group_schedule, warmup, total),
+                              weight_decay=weight_decay, new_weight_decay=new_group_decay)
+    else:
+        optimizer = AdamW(groups, lr=lr, **({"fused": True} if fused else {"foreach": True}))
     scheduler = LambdaLR(optimizer, warmup_then_decay(warmup, total))
     return optimizer, scheduler
 

@@ -191,7 +191,8 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
     trainable_at_start = count_trainable(method.model)
     new_group_decay = train_cfg.weight_decay if method.new_group_weight_decay is None else method.new_group_weight_decay
     optimizer, scheduler = build_optimizer(method.model, train_cfg.lr, train_cfg.weight_decay, warmup, total_steps,
-                                           train_cfg.fused_adamw)
+                                           train_cfg.fused_adamw, method.unit_layers(), method.new_group_schedule,
+                                           new_group_decay)
 
     # 4. Resume: a folder holding a checkpoint of this very config continues from it, bit for bit.
     #    Replicas share rank 0's folder; only rank 0 writes to it.
@@ -217,8 +218,10 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         checkpoint.check_same_config(state["config"], meta["config"])
         method.load_extra_state(state["method"], checkpoint.method_tensors(tensors))
         for birth in state["growth_steps"]:  # rebuild the grown parameters and their optimizer groups
-            add_param_group(optimizer, scheduler, method.replay_growth(birth), birth, new_group_decay, warmup,
-                            total_steps, method.new_group_schedule)
+            new_params = method.replay_growth(birth)
+            if new_params:  # the preallocated layout adds none: its units and clocks come with the state dicts
+                add_param_group(optimizer, scheduler, new_params, birth, new_group_decay, warmup, total_steps,
+                                method.new_group_schedule)
         checkpoint.restore(tensors, state, method.model, optimizer, scheduler)
         meta = {k: state.get(k, meta[k]) for k in meta}
         start_step = state["step"]
@@ -295,15 +298,20 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
             trainable = [p for g in optimizer.param_groups for p in g["params"]]
             scaler.unscale_(optimizer)  # fp16: true gradients before clipping and growth
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, train_cfg.max_grad_norm).item()
+            events_before = method.growth_events
             new_params = method.before_optimizer_step(step)
+            if new_params or method.growth_events > events_before:
+                meta["growth_steps"].append(step)
+                if replicas.distributed:  # same units everywhere, proven before DDP's rebuild could mask a difference
+                    meta["replica_checks"].append(replicas.check_identical(method.model, step, method.summary()))
             if new_params:
                 add_param_group(optimizer, scheduler, new_params, step, new_group_decay, warmup, total_steps,
                                 method.new_group_schedule)
-                meta["growth_steps"].append(step)
                 log.info(f"step {step}: growth, {sum(p.numel() for p in new_params)} new trainable parameters")
-                if replicas.distributed:  # same units everywhere, proven before DDP's rebuild could mask a difference
-                    meta["replica_checks"].append(replicas.check_identical(method.model, step, method.summary()))
+                if replicas.distributed:
                     forward_model = replicas.wrap(method.model)
+            elif method.growth_events > events_before:
+                log.info(f"step {step}: growth in place (preallocated units), no new parameter")
             scaler.step(optimizer)  # optimizer.step(), skipped by fp16's scaler on an overflow
             scaler.update()
             method.after_optimizer_step(step)

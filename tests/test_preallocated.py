@@ -269,3 +269,32 @@ def test_two_fsdp2_processes_equal_one_process_with_the_same_global_batch(tmp_pa
     assert sharded["losses"] == pytest.approx(losses, abs=1e-5)
     for delta, layer in zip(sharded["delta"], single.layers()):
         torch.testing.assert_close(torch.tensor(delta), layer.delta_weight().detach(), atol=1e-5, rtol=1e-4)
+
+
+def test_the_runner_trains_the_preallocated_layout_as_the_growing_one(tmp_path, data_dir):
+    """Through the runner (tiny DeBERTa, real RTE): the same evaluations, growth events and rank pattern, and the
+    optimizer keeps its two groups (nothing is added at an event)."""
+    import runner.train
+    from tests.test_runner import short_run
+
+    groups = []
+    original = runner.train.build_optimizer
+
+    def spy(*args, **kwargs):
+        optimizer, scheduler = original(*args, **kwargs)
+        groups.append(optimizer.param_groups)
+        return optimizer, scheduler
+
+    runner.train.build_optimizer = spy
+    try:
+        grown, _ = short_run(tmp_path, "method=triadapt_linear", data_dir=data_dir, out="grown")
+        fixed, _ = short_run(tmp_path, "method=triadapt_linear", "+method.layout=preallocated", "+method.capacity=25",
+                             data_dir=data_dir, out="fixed")
+    finally:
+        runner.train.build_optimizer = original
+    assert fixed["method_state"]["rank_pattern"] == grown["method_state"]["rank_pattern"]
+    assert [e["step"] for e in fixed["method_state"]["growth_history"]] == \
+        [e["step"] for e in grown["method_state"]["growth_history"]] != []
+    for a, b in zip(fixed["evaluations"], grown["evaluations"]):
+        assert a["metrics"]["dev"] == pytest.approx(b["metrics"]["dev"], abs=1e-6)
+    assert len(groups[1]) == 2 and len(groups[0]) > 2  # the growing layout added a group per event

@@ -224,12 +224,14 @@ def test_resume_true_picks_the_interrupted_run_of_the_same_config(tmp_path):
 def test_ctrl_c_writes_a_checkpoint_and_resume_true_finishes_the_same_run(tmp_path, data_dir):
     """Ctrl-C: the step in progress ends, a checkpoint is written, one line says how to continue (exit 130);
     ``resume=true`` from a new folder continues it there (saying from which step), leaves no stray folder, and
-    ends with the uninterrupted run's record."""
-    straight_run = launch("triadapt_linear", tmp_path / "straight", tmp_path / "results-straight", data_dir)
-    stopped = launch("triadapt_linear", tmp_path / "stopped", tmp_path / "results", data_dir)
-    step_log = tmp_path / "stopped" / "log.csv"
+    ends with the uninterrupted run's record. With the preallocated layout, whose units and optimizer clocks come
+    back from the state dicts alone (the SIGKILL tests above resume the growing one)."""
+    layout = ["+method.layout=preallocated", "+method.capacity=25"]  # the fixed-shape layout's resume on the way
+    straight_run = launch("triadapt_linear", tmp_path / "straight", tmp_path / "results-straight", data_dir, layout)
+    stopped = launch("triadapt_linear", tmp_path / "stopped", tmp_path / "results", data_dir, layout)
+    run_log = tmp_path / "stopped" / "run.log"
     deadline = time.time() + 300
-    while not step_log.is_file() and stopped.poll() is None:  # the loop has started
+    while stopped.poll() is None and not (run_log.is_file() and "growth" in run_log.read_text()):  # a unit was born
         assert time.time() < deadline
         time.sleep(0.01)
     stopped.send_signal(signal.SIGINT)
@@ -239,7 +241,10 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_true_finishes_the_same_run(tmp_pa
     step = int(lines[0].split()[3])
     assert lines[0].endswith(f"hydra.run.dir={tmp_path / 'stopped'} resume=true")
     assert (tmp_path / "stopped" / "checkpoints" / "latest").read_text() == f"step-{step}" and step < 30
-    resumed_run = launch("triadapt_linear", tmp_path / "new-folder", tmp_path / "results", data_dir, ["resume=true"])
+    state = json.loads((tmp_path / "stopped" / "checkpoints" / f"step-{step}" / "state.json").read_text())
+    assert state["growth_steps"]  # the checkpoint holds grown units
+    resumed_run = launch("triadapt_linear", tmp_path / "new-folder", tmp_path / "results", data_dir,
+                         [*layout, "resume=true"])
     for process in (straight_run, resumed_run):
         assert process.wait() == 0, process.stderr.read()
     assert f"resumed from step {step} of 30" in (tmp_path / "stopped" / "run.log").read_text()

@@ -24,7 +24,12 @@ class UnitAdamW(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
         self.lr_factor, self.new_weight_decay = lr_factor, new_weight_decay
         self.units = {p: (layer, index) for layer in layers for p, index in unit_of_entries(layer).items()}
-        self.steps_taken = 0  # optimizer steps so far: s of the step being taken
+        self.param_groups[0].setdefault("steps_taken", 0)  # in the state dict, so a resumed run keeps its clock
+
+    @property
+    def steps_taken(self) -> int:
+        """Optimizer steps so far: s of the step being taken."""
+        return self.param_groups[0]["steps_taken"]
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -48,7 +53,7 @@ class UnitAdamW(torch.optim.Optimizer):
                     self._unit_update(p, grad, layer, index, state, group, peak, s, beta1, beta2)
                 else:
                     self._plain_update(p, grad, state, group, beta1, beta2)
-        self.steps_taken += 1
+        self.param_groups[0]["steps_taken"] += 1
 
     def _plain_update(self, p, grad, state, group, beta1, beta2) -> None:
         state["step"] += 1
@@ -60,14 +65,14 @@ class UnitAdamW(torch.optim.Optimizer):
         p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1 ** n))
 
     def _unit_update(self, p, g, layer, index, state, group, peak, s, beta1, beta2) -> None:
-        birth = layer.birth.tolist()
-        if state.get("births") != birth:  # (re)born units start with fresh moments
-            old = state.get("births") or [None] * len(birth)
-            reborn = torch.tensor([b != o for b, o in zip(birth, old)], device=p.device)
+        births = layer.birth
+        if "births" not in state or not torch.equal(state["births"], births):  # (re)born units: fresh moments
+            reborn = births != state["births"] if "births" in state else torch.ones_like(births, dtype=torch.bool)
             keep = (~reborn)[index].to(p.dtype)
             state["exp_avg"].mul_(keep)
             state["exp_avg_sq"].mul_(keep)
-            state["births"] = birth
+            state["births"] = births.clone()
+        birth = births.tolist()
         lr = [group["lr"] if b < 0 else peak * self.lr_factor(s, b) for b in birth]
         decay = [group["weight_decay"] if b < 0 or self.new_weight_decay is None else self.new_weight_decay
                  for b in birth]

@@ -81,9 +81,13 @@ class PreallocatedTriAdaptLinear(nn.Module):
         self.register_buffer("scale", torch.zeros((), device=weight.device, dtype=weight.dtype))
         # the optimizer step at which each unit was born (-1: from the start; capacity not yet used: a large number)
         self.register_buffer("birth", torch.full((capacity,), 2**62, device=weight.device, dtype=torch.long))
-        self.rank = 0
         self.merged = False
         self._write_units(rank, generator, zero_b=True, step=-1)
+
+    @property
+    def rank(self) -> int:
+        """Units born so far: read from the mask, so a loaded state dict brings its rank along."""
+        return int(self.unit_mask.sum().item())
 
     def base_weight(self) -> torch.Tensor:
         return self.base_layer.weight.t() if self.fan_in_fan_out else self.base_layer.weight
@@ -103,10 +107,10 @@ class PreallocatedTriAdaptLinear(nn.Module):
             write_columns(self.tri_b, self.rank, torch.zeros(d, count) if zero_b else gaussian(d, count))
             write_rows(self.tri_l, start, gaussian(end - start))
             write_rows(self.tri_u, start, gaussian(end - start))
-            self.unit_mask[self.rank:self.rank + count] = 1.0
-            self.birth[self.rank:self.rank + count] = step
-            self.rank += count
-            self.scale.fill_(self.alpha / (self.rank + self.eps))
+            rank = self.rank
+            self.unit_mask[rank:rank + count] = 1.0
+            self.birth[rank:rank + count] = step
+            self.scale.fill_(self.alpha / (rank + count + self.eps))
 
     def grow(self, count: int, generator: torch.Generator | None = None, step: int = 0) -> list[nn.Parameter]:
         """Eqs. 6-9 in place: ``count`` units born at optimizer step ``step``; no new parameter (returns [])."""
@@ -148,8 +152,7 @@ class PreallocatedTriAdaptLinear(nn.Module):
                 start = end
             self.unit_mask.zero_()
             self.unit_mask[:start] = 1.0
-            self.rank = start
-            self.scale.fill_(self.alpha / (self.rank + self.eps))
+            self.scale.fill_(self.alpha / (start + self.eps))
 
     def block_sizes(self) -> list[int]:
         births = self.birth[:self.rank].tolist()
