@@ -89,3 +89,38 @@ def test_a_trainer_with_another_step_count_is_refused(tmp_path):
     trainer = TriAdaptTrainer(tri, args=arguments(tmp_path, 12), train_dataset=dataset())
     with pytest.raises(ValueError, match="total_steps=50 but the Trainer runs 12"):
         trainer.train()
+
+
+class Losses(transformers.TrainerCallback):
+    def __init__(self):
+        self.seen = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.seen.append(logs["loss"])
+
+
+def test_the_preallocated_layout_trains_in_the_trainer_as_the_growing_one(tmp_path):
+    """Same data, same base, same growth: the Trainer's logged losses and the final update agree, and the preallocated
+    run's optimizer never gains a group."""
+    runs = {}
+    for layout in ("growing", "preallocated"):
+        steps = 12
+        config = TriAdaptConfig(r_ref=4, delta_r=2, total_steps=steps, t0=2, interval=2, layout=layout,
+                                **({"capacity": 12} if layout == "preallocated" else {}))
+        tri = TriAdaptModel(tiny_classifier(), config)
+        tri.model.classifier.requires_grad_(True)
+        args = transformers.TrainingArguments(output_dir=str(tmp_path / layout), max_steps=steps,
+                                              per_device_train_batch_size=4, learning_rate=1e-2,
+                                              lr_scheduler_type="linear", warmup_steps=2, report_to=[],
+                                              save_strategy="no", logging_steps=1, use_cpu=True, seed=0,
+                                              disable_tqdm=True, optim="adamw_torch")
+        losses = Losses()
+        trainer = TriAdaptTrainer(tri, args=args, train_dataset=dataset(), callbacks=[losses])
+        trainer.train()
+        runs[layout] = (tri, losses.seen, len(trainer.optimizer.param_groups))
+    (grown, grown_losses, _), (fixed, fixed_losses, groups) = runs["growing"], runs["preallocated"]
+    assert len(grown.growth_history) >= 3 and fixed.rank_pattern() == grown.rank_pattern()
+    assert fixed_losses == pytest.approx(grown_losses, abs=1e-5) and groups == 2
+    for a, b in zip(fixed.layers(), grown.layers()):
+        torch.testing.assert_close(a.delta_weight(), b.delta_weight(), atol=1e-5, rtol=1e-4)

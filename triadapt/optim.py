@@ -4,8 +4,8 @@ With the growing layout, the units born at an event become a new optimizer group
 counted from their first update, their own LR schedule (e.g. IncreLoRA's warm-up from birth), their own weight decay.
 ``UnitAdamW`` computes exactly that inside fixed tensors: for an entry of unit u born at step b (b = -1: from the
 start), at optimizer step s it is updated only when s > b, as AdamW step n = s - b, with LR ``lr_factor(s, b)`` times
-the group's peak LR (the run's schedule, i.e. the group's own LR, for b = -1) and weight decay ``new_weight_decay``
-(b >= 0) or the group's. Moments are zeroed when a unit is (re)born. Every other parameter is plain AdamW.
+the group's peak LR (the group's own LR, i.e. the run's schedule, for b = -1 or without ``lr_factor``) and weight
+decay ``new_weight_decay`` (b >= 0) or the group's. Moments are zeroed when a unit is (re)born. Every other parameter is plain AdamW.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from .preallocated import PreallocatedTriAdaptLinear, local_part, unit_of_entrie
 
 
 class UnitAdamW(torch.optim.Optimizer):
-    def __init__(self, params, layers: list[PreallocatedTriAdaptLinear], lr: float, lr_factor: Callable[[int, int], float],
+    def __init__(self, params, layers: list[PreallocatedTriAdaptLinear], lr: float,
+                 lr_factor: Callable[[int, int], float] | None,
                  betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01,
                  new_weight_decay: float | None = None):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
@@ -73,7 +74,7 @@ class UnitAdamW(torch.optim.Optimizer):
             state["exp_avg_sq"].mul_(keep)
             state["births"] = births.clone()
         birth = births.tolist()
-        lr = [group["lr"] if b < 0 else peak * self.lr_factor(s, b) for b in birth]
+        lr = [group["lr"] if b < 0 or self.lr_factor is None else peak * self.lr_factor(s, b) for b in birth]
         decay = [group["weight_decay"] if b < 0 or self.new_weight_decay is None else self.new_weight_decay
                  for b in birth]
         n = [max(s - b, 1) for b in birth]

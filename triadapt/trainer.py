@@ -18,6 +18,8 @@ except ImportError as error:  # the method library alone does not need transform
     raise ImportError("triadapt.trainer needs transformers: pip install 'triadapt[hf]'") from error
 
 from .model import TriAdaptModel
+from .optim import UnitAdamW
+from .preallocated import PreallocatedTriAdaptLinear
 
 
 def register_new_parameters(optimizer, scheduler, params: list[nn.Parameter]) -> None:
@@ -51,12 +53,29 @@ class TriAdaptCallback(TrainerCallback):
 
 
 class TriAdaptTrainer(Trainer):
-    """``Trainer`` for a TriAdaptModel: trains ``tri.model``, adds Eq. 10 to the training loss, grows the rank."""
+    """``Trainer`` for a TriAdaptModel: trains ``tri.model``, adds Eq. 10 to the training loss, grows the rank. With
+    the preallocated layout its optimizer is ``UnitAdamW`` (the Trainer's AdamW settings and groups): newborn units
+    get fresh Adam clocks and follow the run's schedule, as the growing layout's new groups do, and nothing is ever
+    added to the optimizer."""
 
     def __init__(self, tri: TriAdaptModel, *args, **kwargs):
         super().__init__(tri.model, *args, **kwargs)
         self.tri = tri
         self.add_callback(TriAdaptCallback(tri))
+
+    def create_optimizer(self, model=None):
+        layers = [layer for layer in self.tri.layers() if isinstance(layer, PreallocatedTriAdaptLinear)]
+        if not layers or self.optimizer is not None:
+            return super().create_optimizer(model) if model is not None else super().create_optimizer()
+        decay = set(self.get_decay_parameter_names(self.model))
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for n, p in trainable if n in decay], "weight_decay": self.args.weight_decay},
+                  {"params": [p for n, p in trainable if n not in decay], "weight_decay": 0.0}]
+        self.optimizer = UnitAdamW([g for g in groups if g["params"]], layers, lr=self.args.learning_rate,
+                                   lr_factor=None, betas=(self.args.adam_beta1, self.args.adam_beta2),
+                                   eps=self.args.adam_epsilon, weight_decay=self.args.weight_decay,
+                                   new_weight_decay=self.args.weight_decay)
+        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
