@@ -109,14 +109,21 @@ def fused_lora(model, targets: list[str], rank: int, dropout: float) -> Method:
     return Method(model)
 
 
-TRIADAPT_METHODS = ("triadapt", "triadapt_one_block", "triadapt_shared_dropout", "triadapt_uniform_dropout")
-METHODS = ("floor", "full_ft", "peft_lora", "fused_lora", *TRIADAPT_METHODS, "adalora", "increlora")
+TRIADAPT_METHODS = ("triadapt", "triadapt_one_block", "triadapt_shared_dropout", "triadapt_uniform_dropout",
+                    "triadapt_preallocated")
+# --compile adds these under torch.compile (inductor), beside their eager columns
+COMPILED = ("floor_compiled", "peft_lora_compiled", "triadapt_preallocated_compiled")
+METHODS = ("floor", "full_ft", "peft_lora", "fused_lora", *TRIADAPT_METHODS, "adalora", "increlora", *COMPILED)
 REAL_RUN_BLOCKS = [1, 4, 3]  # rank 8 in 3 growth blocks: a Table I linear run ends with 2.75 blocks per matrix on average
 
 
 def build(method: str, name: str, dropout: float, T: int, blocks: list[int] = REAL_RUN_BLOCKS) -> Method:
     """``blocks``: each TriAdaptLoRA matrix's growth blocks at the final budget; ``triadapt_one_block`` holds the same
     rank in one block per factor (what packing the blocks at each growth event would leave)."""
+    if method in COMPILED:  # the optimizer reads the same parameters through the compiled module
+        inner = build(method.removesuffix("_compiled"), name, dropout, T, blocks)
+        inner.model = torch.compile(inner.model)
+        return inner
     model = backbone(name)
     targets = target_modules_for(model)
     if method == "floor":
@@ -131,13 +138,17 @@ def build(method: str, name: str, dropout: float, T: int, blocks: list[int] = RE
         names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
                  and any(n.endswith("." + t) for t in targets)]
         blocks = [sum(blocks)] if method == "triadapt_one_block" else list(blocks)
+        preallocated = method == "triadapt_preallocated"  # the fixed-shape layout at full capacity, all units born
         config = TriAdaptConfig(target_modules=targets, total_steps=T, dropout=dropout, alpha=16,
                                 growth_blocks={n: blocks for n in names},
                                 share_dropout_masks=method == "triadapt_shared_dropout",
-                                dropout_sampler="uniform" if method == "triadapt_uniform_dropout" else "bernoulli")
+                                dropout_sampler="uniform" if method == "triadapt_uniform_dropout" else "bernoulli",
+                                layout="preallocated" if preallocated else "growing",
+                                capacity=sum(blocks) if preallocated else 0)
         tri = TriAdaptModel(model, config)
         method_obj = Method(tri)
         method_obj.regularizer = tri.orthogonal_regularizer
+        method_obj.unit_layers = tri.layers if preallocated else list
         return method_obj
     if method == "adalora":
         return AdaLoRA(model, targets, T, 12, 8, 16, dropout, 1, 1, 1, 0.85, 0.85, 0.1)
@@ -183,8 +194,9 @@ def step_times(name: str, inputs: list[dict], dropout: float, args) -> dict:
     methods = {m: build(m, name, dropout, T=args.steps + args.warmup + 10, blocks=args.blocks) for m in args.methods}
     for meth in methods.values():
         meth.model.train()
-    optimizers = {m: (build_optimizer(meth.model, 1e-4, 0.0, 1, 10 ** 6, fused=args.fused_adamw)[0] if any(
-        p.requires_grad for p in meth.model.parameters()) else None) for m, meth in methods.items()}
+    optimizers = {m: (build_optimizer(meth.model, 1e-4, 0.0, 1, 10 ** 6, fused=args.fused_adamw,
+                                      unit_layers=meth.unit_layers())[0]
+                      if any(p.requires_grad for p in meth.model.parameters()) else None) for m, meth in methods.items()}
     times = {m: [] for m in methods}
     for step in range(args.warmup + args.steps):
         for m, meth in methods.items():  # interleaved: every method sees the same machine state
@@ -222,7 +234,7 @@ def _peak_step_memory(name: str, length: int, dropout: float, method: str, batch
     torch.set_num_threads(1)
     meth = build(method, name, dropout, T=100, blocks=blocks)
     meth.model.train()
-    optimizer = (build_optimizer(meth.model, 1e-4, 0.0, 1, 10 ** 6)[0]
+    optimizer = (build_optimizer(meth.model, 1e-4, 0.0, 1, 10 ** 6, unit_layers=meth.unit_layers())[0]
                  if any(p.requires_grad for p in meth.model.parameters()) else None)
     inputs, baseline, peak, done = batch(length, batch_size), resident_mb(), [0.0], threading.Event()
 
@@ -388,7 +400,9 @@ def main(argv=None) -> Path:
     parser.add_argument("--models", nargs="+", default=["minilm", "deberta_base_shape"], choices=["minilm", *SHAPES])
     parser.add_argument("--lengths", nargs="+", type=int, default=[64, 128, 256])
     parser.add_argument("--dropouts", nargs="+", type=float, default=[0.0, 0.1])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=[m for m in METHODS if m not in COMPILED], choices=METHODS)
+    parser.add_argument("--compile", action="store_true", help=f"also time {', '.join(COMPILED)}: torch.compile "
+                        "(inductor) of those models, warmed up past their compilation")
     parser.add_argument("--blocks", nargs="+", type=int, default=REAL_RUN_BLOCKS,
                         help="each TriAdaptLoRA matrix's growth blocks at the final budget (default: rank 8 in 3 "
                         "blocks, as a Table I linear run ends); triadapt_one_block puts their sum in one block")
@@ -417,6 +431,9 @@ def main(argv=None) -> Path:
         parser.error(f"--dropouts {' '.join(map(str, args.dropouts))}: each must be in [0, 1)")
     if args.quick:
         args.models, args.lengths, args.steps, args.warmup = ["minilm"], [64], 3, 1
+    if args.compile:
+        args.methods += [m for m in COMPILED if m not in args.methods]
+        args.warmup = max(args.warmup, 3)  # the first calls compile
     started = time.time()
     result = {**measurement_header("bench.py", argv, args), "step_times": [], "memory": [], "allocation": [], "eval": []}
     count = args.warmup + args.steps
