@@ -41,9 +41,15 @@ def train(layout: str, lr_factor=None, plain_adamw: bool = False):
                               betas=(0.9, 0.999), eps=1e-8, weight_decay=WD, new_weight_decay=WD)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(WARMUP, T))
     parameters_at_start = [id(p) for p in tri.parameters()]
+    return tri, training_loop(tri, tri, optimizer, scheduler), parameters_at_start
+
+
+def training_loop(tri, forward, optimizer, scheduler, before_step=lambda step: None) -> list[float]:
+    """Each step: loss + Eq. 10 through ``forward``, backward, clip, grow (a new group if any), step, schedule."""
     losses = []
     for step, (x, y) in enumerate(batches()):
-        loss = nn.functional.mse_loss(tri(x), y) + tri.orthogonal_regularizer()
+        before_step(step)
+        loss = nn.functional.mse_loss(forward(x), y) + tri.orthogonal_regularizer()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
         new = tri.grow(step)
@@ -53,7 +59,7 @@ def train(layout: str, lr_factor=None, plain_adamw: bool = False):
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-    return tri, losses, parameters_at_start
+    return losses
 
 
 def test_preallocated_equals_growing_step_by_step():
@@ -153,23 +159,14 @@ def compiled_training(layout: str) -> tuple[list[float], list[float]]:
                                   lr_factor=lambda s, birth: warmup_then_decay(WARMUP, T, start=birth)(s),
                                   weight_decay=WD, new_weight_decay=WD)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(WARMUP, T))
-        losses = []
+        def forbid_recompiling(step: int) -> None:
+            torch._dynamo.config.error_on_recompile = compiled and step >= 2
+
         try:
-            for step, (x, y) in enumerate(batches()):
-                torch._dynamo.config.error_on_recompile = compiled and step >= 2
-                loss = nn.functional.mse_loss(forward(x), y) + tri.orthogonal_regularizer()
-                loss.backward()
-                new = tri.grow(step)
-                if new:
-                    add_param_group(optimizer, scheduler, new, step, WD, WARMUP, T)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
+            return training_loop(tri, forward, optimizer, scheduler, forbid_recompiling)
         finally:
             torch._dynamo.config.error_on_recompile = False
             torch._dynamo.reset()
-        return losses
 
     return run(False), run(True)
 

@@ -121,7 +121,28 @@ class _FusedAdapterLinear(torch.autograd.Function):
         return grad_x, grad_x_adapter, None, None, grad_a, grad_m
 
 
-class TriAdaptLinear(nn.Module):
+class FrozenBaseAdapter(nn.Module):
+    """What both layouts share: the frozen base's weight seen as d x n, and merging the update into it and back.
+    A subclass sets ``base_layer``, ``fan_in_fan_out`` and ``merged`` and defines ``delta_weight``."""
+
+    def base_weight(self) -> torch.Tensor:
+        """The frozen weight as d x n (a view of a transposed ``Conv1D`` weight)."""
+        return self.base_layer.weight.t() if self.fan_in_fan_out else self.base_layer.weight
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self.base_weight().add_(self.delta_weight())  # in place through the view: Conv1D's weight too
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.base_weight().sub_(self.delta_weight())
+            self.merged = False
+
+
+class TriAdaptLinear(FrozenBaseAdapter):
     """A frozen linear map plus a growing triangular-split low-rank update. The base is an ``nn.Linear``
     (weight d x n) or, with ``fan_in_fan_out=True``, a layer that stores its weight transposed (n x d) and
     computes x W + b, as GPT-2's ``Conv1D`` does."""
@@ -164,10 +185,6 @@ class TriAdaptLinear(nn.Module):
         self._add_units(blocks[0], generator, zero_b=True)  # B = 0: the update starts at zero
         for size in blocks[1:]:  # a reload rebuilds grown blocks; their values are then loaded
             self._add_units(size, generator, zero_b=self.new_b == "zeros")
-
-    def base_weight(self) -> torch.Tensor:
-        """The frozen weight as d x n (a view of a transposed ``Conv1D`` weight)."""
-        return self.base_layer.weight.t() if self.fan_in_fan_out else self.base_layer.weight
 
     @property
     def scale(self) -> float:
@@ -302,18 +319,6 @@ class TriAdaptLinear(nn.Module):
     def num_trainable(self) -> int:
         d, n = self.base_weight().shape
         return self.rank * (n + d) + 2 * sum(_packed_size(s, m, self.dense_blocks) for s, m in self._block_spans())
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            self.base_weight().add_(self.delta_weight())  # in place through the view: Conv1D's weight too
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if self.merged:
-            self.base_weight().sub_(self.delta_weight())
-            self.merged = False
 
     def extra_repr(self) -> str:
         d, n = self.base_weight().shape

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layer import _FusedAdapterLinear, _packed_size, make_dropout
+from .layer import FrozenBaseAdapter, _FusedAdapterLinear, _packed_size, make_dropout
 
 
 def local_part(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -53,7 +53,7 @@ def write_columns(tensor: torch.Tensor, start: int, values: torch.Tensor) -> Non
     local[:, start:start + values.shape[1]] = values[offset:offset + local.shape[0]]
 
 
-class PreallocatedTriAdaptLinear(nn.Module):
+class PreallocatedTriAdaptLinear(FrozenBaseAdapter):
     """A frozen linear map plus a triangular-split low-rank update of fixed capacity (paper Eq. 5), with the
     paper's initialisation (A, L, U and each new unit's B ~ N(0, init_std), the first block's B = 0)."""
 
@@ -88,9 +88,6 @@ class PreallocatedTriAdaptLinear(nn.Module):
     def rank(self) -> int:
         """Units born so far: read from the mask, so a loaded state dict brings its rank along."""
         return int(self.unit_mask.sum().item())
-
-    def base_weight(self) -> torch.Tensor:
-        return self.base_layer.weight.t() if self.fan_in_fan_out else self.base_layer.weight
 
     def _write_units(self, count: int, generator, zero_b: bool, step: int) -> None:
         """Units rank .. rank+count-1 born: their values drawn as TriAdaptLinear._add_units draws a new block's."""
@@ -194,18 +191,6 @@ class PreallocatedTriAdaptLinear(nn.Module):
         m = self.scale * (b @ self._full_transform())
         dropped = None if isinstance(self.dropout, nn.Identity) else self.dropout(x)
         return _FusedAdapterLinear.apply(x, None if dropped is x else dropped, self.base_weight(), base.bias, a, m)
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            self.base_weight().add_(self.delta_weight())
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if self.merged:
-            self.base_weight().sub_(self.delta_weight())
-            self.merged = False
 
     def extra_repr(self) -> str:
         d, n = self.base_weight().shape
