@@ -119,8 +119,10 @@ ADDED_WITH_DEFAULT = {"train.precision": "fp32", "train.fused_adamw": False, "tr
 
 def run_identity(config: dict) -> dict:
     """The resolved config without the keys of ``IGNORED_FOR_IDENTITY``: two runs with equal identities compute
-    the same thing."""
+    the same thing. ``train.threads`` auto and null both mean "as many as the machine gives" and count as one."""
     identity = {k: v for k, v in config.items() if k not in IGNORED_FOR_IDENTITY}
+    if isinstance(identity.get("train"), dict) and identity["train"].get("threads") == "auto":
+        identity["train"] = {**identity["train"], "threads": None}
     dropped = [(dotted, None) for dotted in IGNORED_FOR_IDENTITY] + list(ADDED_WITH_DEFAULT.items())
     for dotted, default in dropped:
         group, _, key = dotted.partition(".")

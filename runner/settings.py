@@ -79,7 +79,8 @@ RUN_RULES = {
     "train.eval_batch_size": integer(1),
     "train.eval_by_length": boolean(),
     "train.checkpoint_every": integer(1, optional=True),
-    "train.threads": integer(1, 1024, optional=True),
+    "train.threads": ((lambda v: v in (None, "auto") or (_is_int(v) and 1 <= v <= 1024)),
+                      "an integer in [1, 1024], auto (the idle cores at the start) or null (torch's default: every core)"),
     "train.precision": choice(*PRECISIONS),
     "train.fused_adamw": boolean(),
 }

@@ -32,6 +32,7 @@ from .settings import ConfigError, check_settings
 from .models import count_trainable, load_model, load_tokenizer, set_trainable
 from .optim import add_param_group, build_optimizer
 from .tasks import build_task, to_device
+from .threads import auto_threads
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("runner")
@@ -155,7 +156,11 @@ def run(cfg, output_dir: str | Path) -> tuple[dict, Path]:
         if done is not None:
             log.info(f"skipped: {done} holds this run already")
             return json.loads(done.read_text()), done
-    if train_cfg.threads:
+    if train_cfg.threads == "auto":
+        threads, why = auto_threads()
+        torch.set_num_threads(threads)
+        log.info(f"torch threads: {threads} ({why}; train.threads=N sets it)")
+    elif train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
     set_seed(cfg.seed)
 

@@ -177,3 +177,19 @@ def test_peft_wrapping_prints_no_warning_a_user_cannot_act_on():
             "get_peft_model(model, LoraConfig(target_modules=['query']))\n")
     done = subprocess.run([sys.executable, "-W", "default", "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr[-2000:]
+
+
+def test_auto_threads_are_the_idle_cores(monkeypatch):
+    """One core busy beside the run: one thread (torch's default, two, slows such a run many times over)."""
+    import runner.threads
+
+    samples = iter([[(100, 1000), (100, 1000)], [(198, 1100), (102, 1100)]])  # cpu0 idle 98%, cpu1 busy (2%)
+    monkeypatch.setattr(runner.threads, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(runner.threads.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(runner.threads.os, "cpu_count", lambda: 2)
+    assert runner.threads.auto_threads() == (1, "1.0 of 2 cores idle at the start")
+    monkeypatch.setattr(runner.threads, "idle_cores", lambda: 1.8)
+    assert runner.threads.auto_threads()[0] == 2
+    monkeypatch.setattr(runner.threads, "idle_cores", lambda: 0.1)
+    assert runner.threads.auto_threads()[0] == 1  # never 0
+    assert records.run_identity({"train": {"threads": "auto"}}) == records.run_identity({"train": {"threads": None}})
