@@ -5,7 +5,7 @@
 
 Per (task, method, T): the learning-rate grid at the selection seed first (``selection.GRID``; past a winning edge,
 one rate further), then the report seeds at the rate with the best validation mean. Stage 1: LoRA and TriAdaptLoRA
-linear at the CPU protocol's T; stage 2: AdaLoRA and IncreLoRA; stage 3: LoRA and TriAdaptLoRA linear at 3 × T,
+linear at the CPU protocol's T; stage 2: AdaLoRA, IncreLoRA and the authors'-code variant (ours to run); stage 3: LoRA and TriAdaptLoRA linear at 3 × T,
 the grid narrowed to stage 1's winner and its two neighbours (×/÷ 2). ``next`` prints the first job that is ready
 and that no worker has claimed (a claim is a folder in DIR, made atomically), or exits 1 when none is; run it with
 ``python run.py -m +experiment=tuned <overrides> train.threads=1``.
@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "minilm"
 STAGES = {
     1: {"methods": ["lora", "triadapt_linear"], "tasks": ["cola", "mrpc", "stsb", "rte"], "factor": 1},
-    2: {"methods": ["adalora", "increlora"], "tasks": ["cola", "mrpc", "stsb", "rte"], "factor": 1},
+    2: {"methods": ["adalora", "increlora", "triadapt_linear_authors_code"], "tasks": ["cola", "mrpc", "stsb", "rte"],
+        "factor": 1},
     3: {"methods": ["lora", "triadapt_linear"], "tasks": ["mrpc", "stsb", "cola"], "factor": 3, "grid_from": 1},
 }
 
