@@ -5,8 +5,8 @@
 
 Per (task, method, T): the learning-rate grid at the selection seed first (``selection.GRID``; past a winning edge,
 one rate further), then the report seeds at the rate with the best validation mean. Stage 1: LoRA and TriAdaptLoRA
-linear at the CPU protocol's T; stage 2: AdaLoRA, IncreLoRA and the authors'-code variant (ours to run); stage 3: LoRA and TriAdaptLoRA linear at 3 × T,
-the grid narrowed to stage 1's winner and its two neighbours (×/÷ 2). ``next`` prints the first job that is ready
+linear at the CPU protocol's T; stage 2: AdaLoRA, IncreLoRA and the authors'-code variant (ours to run); stage 3:
+LoRA and TriAdaptLoRA linear at 3 × T, the grid narrowed to stage 1's winner and its two neighbours (×/÷ 2). ``next`` prints the first job that is ready
 and that no worker has claimed (a claim is a folder in DIR, made atomically), or exits 1 when none is; run it with
 ``python run.py -m +experiment=tuned <overrides> train.threads=1``.
 """
