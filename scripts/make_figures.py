@@ -32,8 +32,9 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 # One rule for which run fills a cell, shared with the tables (a sibling script: on the path when run).
-from make_tables import (LADDER, LADDER_TASKS, SCHEDULE_METHODS, SWEEPS, fail, label, paired_gap, protocol,  # noqa: E402
-                         read_records, runs_by_protocol, schedule_runs, score, sensitivity_points)
+from make_tables import (LADDER, LADDER_TASKS, SCHEDULE_METHODS, SWEEPS, fail, generation_runs, label,  # noqa: E402
+                         paired_gap, protocol, read_records, runs_by_protocol, schedule_runs, score,
+                         sensitivity_points)
 
 MATRICES = ["Wq", "Wk", "Wv", "Wa", "Wm", "Wo"]
 MATRIX_NAMES = ("Wq, Wk, Wv: query, key, value; Wa: attention output (attention.output.dense); "
@@ -329,10 +330,43 @@ def schedule_curves(records: list[dict], out: Path) -> list[Path]:
     return paths
 
 
+DECODER_MATRICES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def decoder_growth(records: list[dict], out: Path) -> list[Path]:
+    """Where TriAdaptLoRA's rank went in the decoder study (issue 48): the final rank of each of q, k, v, o, gate,
+    up, down per layer, mean over seeds, beside each matrix type's mean over layers."""
+    runs = generation_runs(records).get("triadapt_linear", {})
+    if not runs:
+        return []
+    path = out / "growth_pattern_smollm2_squad_v2_gen.png"
+    if not WRITE:
+        return [path]
+    grids = []
+    for record in runs.values():
+        pattern = record["method_state"]["rank_pattern"]
+        layers = 1 + max(int(re.search(r"layers\.(\d+)\.", n).group(1)) for n in pattern)
+        grid = np.zeros((layers, len(DECODER_MATRICES)))
+        for name, rank in pattern.items():
+            grid[int(re.search(r"layers\.(\d+)\.", name).group(1)), DECODER_MATRICES.index(name.rsplit(".", 1)[1])] = rank
+        grids.append(grid)
+    mean = np.mean(grids, axis=0)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 7), gridspec_kw={"width_ratios": [2, 1]})
+    sns.heatmap(mean, ax=left, cmap="viridis", xticklabels=[m.removesuffix("_proj") for m in DECODER_MATRICES],
+                cbar_kws={"label": f"final rank, mean over {len(grids)} seed(s)"})
+    left.set(ylabel="layer", title="per layer")
+    right.bar([m.removesuffix("_proj") for m in DECODER_MATRICES], mean.mean(axis=0), color="tab:blue")
+    right.axhline(runs[next(iter(runs))]["config"]["method"]["r_ref"], color="grey", linewidth=0.8,
+                  label="r_ref (the mean rank of the budget)")
+    right.set(ylabel="mean final rank over layers", title="per matrix type")
+    right.legend(fontsize=7)
+    return [save(fig, path, "TriAdaptLoRA's growth over SmolLM2-135M's matrices, SQuAD 2.0 as generation")]
+
+
 def all_figures(records: list[dict], out: Path) -> list[Path]:
     """Every figure the records give (written unless --list)."""
-    return [path for figure in (fig2, sensitivity, growth_timeline, ladder, schedule_gap, schedule_curves)
-            for path in figure(records, out)]
+    figures = (fig2, sensitivity, growth_timeline, ladder, schedule_gap, schedule_curves, decoder_growth)
+    return [path for figure in figures for path in figure(records, out)]
 
 
 def main():

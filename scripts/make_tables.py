@@ -114,6 +114,8 @@ def protocol(record: dict) -> str | None:
     cpu_protocol.yaml: T = cpu_steps, lr = cpu_lr, length-grouped batches) or ``paper`` (the task's full
     epochs at Table V's settings). Anything else (another step count or lr, a swept hyperparameter, an added
     ``+method.<key>``) is ad hoc: None."""
+    if record["task"] not in (*GLUE, "squad_v2"):  # the tasks of Tables I-IV; the decoder study has its own table
+        return None
     for kind in ("cpu", "paper"):
         expected = protocol_config(kind, record["model"], record["method"], record["task"], record["seed"])
         if expected is not None and comparable(record["config"]) == expected:
@@ -299,6 +301,58 @@ def tuned_tables(study: dict, model: str, factor: int) -> tuple[tuple, tuple, in
             rows.append(row)
     return (header, rows), (["task", "T", "method", "validation score per rate (seed 0), the winner in bold",
                              "selected rate", "seeds at it"], choice), comparisons
+
+
+GENERATION_METHODS = ["lora", "triadapt_linear", "adalora"]  # conf/experiment/smollm2_squad.yaml
+
+
+@functools.cache
+def generation_config(method: str) -> dict | None:
+    """conf/experiment/smollm2_squad.yaml's config of a method, seed left out."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            config = compose(config_name="config", overrides=[f"method={method}", "+experiment=smollm2_squad", "seed=0"])
+    except HydraException:
+        return None
+    return {k: v for k, v in comparable(OmegaConf.to_container(config, resolve=True)).items() if k != "seed"}
+
+
+def generation_runs(records: list[dict]) -> dict:
+    """method -> seed -> record of the decoder study (issue 48), the newest of repeated runs."""
+    runs = defaultdict(dict)
+    for record in sorted(records, key=lambda r: r.get("finished_at", "")):
+        if record["task"] == "squad_v2_gen" and record["method"] in GENERATION_METHODS and \
+                {k: v for k, v in comparable(record["config"]).items() if k != "seed"} == generation_config(record["method"]):
+            runs[record["method"]][record["seed"]] = record
+    return runs
+
+
+GENERATION_COLUMNS = [("EM", "exact"), ("F1", "f1"), ("HasAns F1", "HasAns_f1"), ("NoAns F1", "NoAns_f1")]
+
+
+def generation_table(runs: dict) -> tuple[str, tuple[list[str], list[list[str]]]]:
+    """(caption, table): the untrained model's row, then each method at its last evaluation, mean ± std over seeds."""
+    every = [r for by_seed in runs.values() for r in by_seed.values()]
+    seeds = sorted({r["seed"] for r in every})
+    first = lambda r: r["evaluations"][0]["metrics"]["dev"]  # noqa: E731 - step 0: before training
+    last = lambda r: r["last"]["metrics"]["dev"]  # noqa: E731
+    rows = [["SmolLM2-135M-Instruct, zero-shot (step 0)",
+             *[cell([first(r)[key] for r in every if r["evaluations"][0]["step"] == 0]) for _, key in GENERATION_COLUMNS]]]
+    for method in GENERATION_METHODS:
+        if method in runs:
+            rows.append([label(method), *[cell([last(r)[key] for r in runs[method].values()], len(seeds))
+                                          for _, key in GENERATION_COLUMNS]])
+    protocol = every[0]["data"]["protocol"]
+    caption = (f"**SQuAD 2.0 as generation, a real pretrained decoder (issue 48).** SmolLM2-135M-Instruct (GGUF, "
+               f"dequantised to float32) on CPU; trained on {protocol['train_features']} questions of the training "
+               f"articles, T = {every[0]['steps']}; greedy answers to {protocol['eval_questions']} questions of held-out "
+               f"articles of the official dev set (conf/task/squad_v2_gen.yaml), official EM/F1 at the last step, mean ± "
+               f"std over seeds {seeds}. The zero-shot row: the same questions before training (every run's step 0).")
+    return caption, (["", *[name for name, _ in GENERATION_COLUMNS]], rows)
 
 
 def option_runs(records: list[dict], tag: str) -> dict:
@@ -656,6 +710,10 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
                           f"0 at each rate tried; the selected rate has the highest, once the grid and the winner's neighbours (×2, ÷2) are "
                           f"tried (\"open\" before: no score of that cell is reported yet); its report seeds follow.",
                           choice)]
+    generation = generation_runs(records)
+    if generation:
+        caption, table = generation_table(generation)
+        sections.append(("generation_smollm2_squad_v2_gen", caption, table))
     perturbation = perturbation_runs(records)
     for model in sorted({m for m, *_ in perturbation}):
         sections.append((f"growth_perturbation_{model}", f"**What a growth event changes (issue 25).** "
@@ -681,7 +739,7 @@ def build(runs_dir: Path, paper_file: Path, out_dir: Path) -> list[Path]:
         path.with_suffix(".tex").write_text(f"% {caption.replace('**', '')}\n" + latex(header, rows))
         written.append(path)
     for stale in out_dir.iterdir() if written else []:  # a table no record supports any more (e.g. its protocol changed)
-        table = re.fullmatch(r"(table[1-4]|claims|headline|ladder|schedule_length|schedule_gaps|option_[a-z_]+|growth_perturbation|tuned(_rates)?(_3x)?|fig[3-5])_.+\.(md|tex)", stale.name)
+        table = re.fullmatch(r"(table[1-4]|claims|headline|ladder|schedule_length|schedule_gaps|option_[a-z_]+|growth_perturbation|tuned(_rates)?(_3x)?|generation|fig[3-5])_.+\.(md|tex)", stale.name)
         if table and stale.with_suffix(".md") not in written:
             stale.unlink()
     return written

@@ -352,3 +352,38 @@ def test_summarize_runs_lists_a_tags_records_and_names_a_tag_no_record_has(tmp_p
         in done.stderr
     done = subprocess.run([*script[:-1], str(tmp_path / "nope"), "--tag", "mine"], capture_output=True, text=True)
     assert done.returncode == 2 and f"--runs {tmp_path / 'nope'}: no such folder" in done.stderr
+
+
+def _generation_records(folder: Path) -> None:
+    """The decoder study's records, by hand: two seeds of LoRA and TriAdaptLoRA (3 layers), zero-shot rows at step 0."""
+    tables = load_script("make_tables")
+    scores = {("lora", 0): (40.0, 50.0), ("lora", 1): (42.0, 54.0), ("triadapt_linear", 0): (38.0, 51.0),
+              ("triadapt_linear", 1): (44.0, 55.0)}
+    for (method, seed), (exact, f1) in scores.items():
+        config = {**tables.generation_config(method), "seed": seed}
+        zero = {"exact": 2.0, "f1": 10.0, "HasAns_f1": 18.0, "NoAns_f1": 0.0}
+        last = {"exact": exact, "f1": f1, "HasAns_f1": f1 + 10, "NoAns_f1": f1 - 10}
+        evaluations = [{"step": 0, "metrics": {"dev": zero}, "main": 10.0}, {"step": 120, "metrics": {"dev": last},
+                                                                             "main": f1}]
+        pattern = {f"model.layers.{i}.{kind}.{m}": 8 + (i == 0) * 4 * (m == "q_proj")
+                   for i in range(3) for kind, ms in (("self_attn", ["q_proj", "k_proj", "v_proj", "o_proj"]),
+                                                      ("mlp", ["gate_proj", "up_proj", "down_proj"])) for m in ms}
+        record = {"model": "smollm2", "method": method, "task": "squad_v2_gen", "seed": seed, "steps": 120,
+                  "tag": "smollm2_squad", "metric": "f1", "config": config, "evaluations": evaluations,
+                  "best": evaluations[1], "last": evaluations[1], "finished_at": "2026-12-07T00:00:00+00:00",
+                  "data": {"protocol": {"train_features": 470, "eval_questions": 100}},
+                  "method_state": {"rank_pattern": pattern}}
+        (folder / f"{method}-{seed}.json").write_text(json.dumps(record))
+
+
+def test_the_decoder_table_matches_its_golden_file_and_the_figure_is_listed(tmp_path):
+    """EM 40, 42 -> 41.00 ± 1.41; F1 50, 54 -> 52.00 ± 2.83; the zero-shot row from every run's step 0."""
+    (tmp_path / "runs").mkdir()
+    _generation_records(tmp_path / "runs")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tables.py"), "--runs", str(tmp_path / "runs"),
+                    "--out", str(tmp_path / "out")], check=True, capture_output=True)
+    name = "generation_smollm2_squad_v2_gen.md"
+    assert (tmp_path / "out" / name).read_text() == (FIXTURES / "expected" / name).read_text()
+    listed = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_figures.py"), "--runs", str(tmp_path / "runs"),
+                             "--out", str(tmp_path / "figures"), "--list"], check=True, capture_output=True, text=True)
+    assert "growth_pattern_smollm2_squad_v2_gen.png" in {Path(line).name for line in listed.stdout.split()}
