@@ -179,3 +179,16 @@ def test_a_grown_authors_code_adapter_saves_and_reloads_to_the_same_outputs(tmp_
     again = TriAdaptModel.from_pretrained(nn.Sequential(*[nn.Linear(10, 10) for _ in range(5)]), tmp_path)
     assert again.rank_pattern() == tri.rank_pattern() and again.growth_blocks() == tri.growth_blocks()
     assert torch.equal(again(x), tri(x))
+
+
+def test_growth_goes_on_past_t_only_with_the_authors_window():
+    """Their update_and_increase has no t < T bound: with growth_after_total_steps an event at t >= T still grows
+    while budget remains; the paper's window (t0 < t < T) does not."""
+    def grows_at(step: int, after: bool) -> bool:
+        torch.manual_seed(0)
+        tri = TriAdaptModel(nn.Sequential(nn.Linear(10, 10)), TriAdaptConfig(
+            target_modules=["0"], r_ref=8, delta_r=2, total_steps=10, t0=2, interval=2, growth_after_total_steps=after))
+        return bool(tri.grow(step))
+
+    assert grows_at(4, after=False) and grows_at(4, after=True)
+    assert not grows_at(12, after=False) and grows_at(12, after=True)
