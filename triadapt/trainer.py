@@ -35,6 +35,18 @@ def register_new_parameters(optimizer, scheduler, params: list[nn.Parameter]) ->
         scheduler.lr_lambdas.append(scheduler.lr_lambdas[0])
 
 
+def forget_dequantised_gguf(model: nn.Module) -> None:
+    """A GGUF checkpoint that transformers dequantised to float tensors on loading (its legacy GGUF path, which
+    SmolLM2's Llama takes) keeps its GGUF quantizer, and the Trainer then refuses to train it as "purely quantized".
+    With plain float weights the quantizer describes nothing: it is removed, as transformers itself does after a
+    dequantising load. Other quantizers are left for the Trainer to judge."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None or getattr(quantizer.quantization_config, "quant_method", None) != "gguf":
+        return
+    if all(p.is_floating_point() for p in model.parameters()):
+        quantizer.remove_quantization_config(model)
+
+
 class TriAdaptCallback(TrainerCallback):
     """Growth events (Eqs. 11-14) inside a Trainer's loop; the Trainer must train ``tri.model``."""
 
@@ -59,6 +71,7 @@ class TriAdaptTrainer(Trainer):
     added to the optimizer."""
 
     def __init__(self, tri: TriAdaptModel, *args, **kwargs):
+        forget_dequantised_gguf(tri.model)
         super().__init__(tri.model, *args, **kwargs)
         self.tri = tri
         self.add_callback(TriAdaptCallback(tri))
