@@ -3,7 +3,8 @@
 With torch's default (every core), a run that shares the CPU with one other busy process slows down many times over,
 not twice: each of the many small parallel regions of a step waits at its barrier for the thread that shares a core
 with the other process and is descheduled for whole time slices. A thread count no larger than the idle cores avoids
-that; ``train.threads=N`` still sets it by hand (the experiments use 1, two jobs at a time).
+that; ``OMP_NUM_THREADS`` (which torchrun sets to 1 per replica) and ``train.threads=N`` still set it by hand (the
+experiments use 1, two jobs at a time).
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ def idle_cores(window: float = 0.25) -> float | None:
 
 
 def auto_threads() -> tuple[int, str]:
-    """(thread count, why): the idle cores at start, rounded, at least 1; every core where that cannot be read."""
+    """(thread count, why): ``OMP_NUM_THREADS`` when it is set (the user's count, or torchrun's 1 per replica);
+    otherwise the idle cores at start, rounded, at least 1; every core where that cannot be read."""
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    if requested.isdigit() and int(requested) > 0:
+        return int(requested), f"OMP_NUM_THREADS={requested}"
     cores = os.cpu_count() or 1
     idle = idle_cores()
     if idle is None:

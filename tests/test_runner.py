@@ -183,6 +183,7 @@ def test_auto_threads_are_the_idle_cores(monkeypatch):
     """One core busy beside the run: one thread (torch's default, two, slows such a run many times over)."""
     import runner.threads
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     samples = iter([[(100, 1000), (100, 1000)], [(198, 1100), (102, 1100)]])  # cpu0 idle 98%, cpu1 busy (2%)
     monkeypatch.setattr(runner.threads, "_cpu_times", lambda: next(samples))
     monkeypatch.setattr(runner.threads.time, "sleep", lambda seconds: None)
@@ -192,4 +193,9 @@ def test_auto_threads_are_the_idle_cores(monkeypatch):
     assert runner.threads.auto_threads()[0] == 2
     monkeypatch.setattr(runner.threads, "idle_cores", lambda: 0.1)
     assert runner.threads.auto_threads()[0] == 1  # never 0
+    monkeypatch.setattr(runner.threads, "idle_cores", lambda: 2.0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's count, or torchrun's per replica: two replicas, two cores
+    assert runner.threads.auto_threads() == (1, "OMP_NUM_THREADS=1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert runner.threads.auto_threads()[0] == 2
     assert records.run_identity({"train": {"threads": "auto"}}) == records.run_identity({"train": {"threads": None}})
