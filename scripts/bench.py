@@ -117,12 +117,15 @@ METHODS = ("floor", "full_ft", "peft_lora", "fused_lora", *TRIADAPT_METHODS, "ad
 REAL_RUN_BLOCKS = [1, 4, 3]  # rank 8 in 3 growth blocks: a Table I linear run ends with 2.75 blocks per matrix on average
 
 
-def build(method: str, name: str, dropout: float, T: int, blocks: list[int] = REAL_RUN_BLOCKS) -> Method:
+def build(method: str, name: str, dropout: float, T: int, blocks: list[int] = REAL_RUN_BLOCKS,
+          varying_shapes: bool = False) -> Method:
     """``blocks``: each TriAdaptLoRA matrix's growth blocks at the final budget; ``triadapt_one_block`` holds the same
-    rank in one block per factor (what packing the blocks at each growth event would leave)."""
+    rank in one block per factor (what packing the blocks at each growth event would leave). ``varying_shapes``: the
+    batches' lengths differ (real batches), so a compiled model is compiled once for any length instead of once per
+    new length."""
     if method in COMPILED:  # the optimizer reads the same parameters through the compiled module
         inner = build(method.removesuffix("_compiled"), name, dropout, T, blocks)
-        inner.model = torch.compile(inner.model)
+        inner.model = torch.compile(inner.model, dynamic=True if varying_shapes else None)
         return inner
     model = backbone(name)
     targets = target_modules_for(model)
@@ -191,25 +194,38 @@ def task_batches(task: str, count: int, batch_size: int) -> list[dict]:
 
 def step_times(name: str, inputs: list[dict], dropout: float, args) -> dict:
     """Median step time of every method over ``inputs`` (one batch per step), in train mode."""
-    methods = {m: build(m, name, dropout, T=args.steps + args.warmup + 10, blocks=args.blocks) for m in args.methods}
+    varying = len({tuple(b["input_ids"].shape) for b in inputs}) > 1
+    methods = {m: build(m, name, dropout, T=args.steps + args.warmup + 10, blocks=args.blocks, varying_shapes=varying)
+               for m in args.methods}
     for meth in methods.values():
         meth.model.train()
     optimizers = {m: (build_optimizer(meth.model, 1e-4, 0.0, 1, 10 ** 6, fused=args.fused_adamw,
                                       unit_layers=meth.unit_layers())[0]
                       if any(p.requires_grad for p in meth.model.parameters()) else None) for m, meth in methods.items()}
-    times = {m: [] for m in methods}
+    times, compiled_before_timing = {m: [] for m in methods}, 0
     for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            compiled_before_timing = compiled_graphs()
         for m, meth in methods.items():  # interleaved: every method sees the same machine state
             elapsed = train_step(meth, optimizers[m], inputs[step], step)
             if step >= args.warmup:
                 times[m].append(elapsed)
     result = {"seconds": {m: statistics.median(t) for m, t in times.items()}, "step_seconds": times}
+    if any(m in COMPILED for m in methods):  # a compilation inside the timed steps would inflate a median
+        result["graphs_compiled_while_timing"] = compiled_graphs() - compiled_before_timing
     for reference in ("floor", "peft_lora"):
         if reference in times:
             ratios = paired_ratios(times, reference)
             result[f"vs_{reference}"] = {m: r["median"] for m, r in ratios.items()}
             result[f"vs_{reference}_iqr"] = {m: r["iqr"] for m, r in ratios.items()}
     return result
+
+
+def compiled_graphs() -> int:
+    """How many graphs torch.compile has compiled in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def paired_ratios(times: dict[str, list[float]], reference: str) -> dict[str, dict]:
@@ -343,6 +359,12 @@ def markdown(result: dict) -> str:
         for row in result["step_times"]:
             lines.append(f"| {row['model']} | {row['length']} | {row['dropout']} | "
                          + " | ".join(f"{row['vs_peft_lora'][m]:.2f}" for m in methods) + " |")
+    compiled = [row for row in result["step_times"] if "graphs_compiled_while_timing" in row]
+    if compiled:
+        lines += ["", "Compiled columns (`*_compiled`: torch.compile, inductor; compiled once for any length on real "
+                  "batches): graphs compiled during the timed steps, which would inflate a median: "
+                  + ", ".join(f"{row['model']} {row['length']} dropout {row['dropout']}: "
+                              f"{row['graphs_compiled_while_timing']}" for row in compiled) + "."]
     if result.get("memory"):
         lines += ["", "Peak resident memory of a training step above the loaded model (MB; each method in a fresh "
                   "process):", "", "| model | length | dropout | " + " | ".join(methods) + " |",
