@@ -346,12 +346,21 @@ def generation_table(runs: dict) -> tuple[str, tuple[list[str], list[list[str]]]
         if method in runs:
             rows.append([label(method), *[cell([last(r)[key] for r in runs[method].values()], len(seeds))
                                           for _, key in GENERATION_COLUMNS]])
+    ours = runs.get("triadapt_linear", {})
+    for other in (m for m in GENERATION_METHODS if m != "triadapt_linear" and m in runs):
+        paired = sorted(set(ours) & set(runs[other]))
+        if len(paired) > 1:  # paired per seed: 95% t-interval, "ahead"/"behind" only when it excludes 0
+            rows.append([f"{label('triadapt_linear')} − {label(other)} (paired, {len(paired)} seeds)",
+                         *[describe(interval([last(ours[s])[key] - last(runs[other][s])[key] for s in paired]))
+                           for _, key in GENERATION_COLUMNS]])
     protocol = every[0]["data"]["protocol"]
     caption = (f"**SQuAD 2.0 as generation, a real pretrained decoder (issue 48).** SmolLM2-135M-Instruct (GGUF, "
                f"dequantised to float32) on CPU; trained on {protocol['train_features']} questions of the training "
                f"articles, T = {every[0]['steps']}; greedy answers to {protocol['eval_questions']} questions of held-out "
                f"articles of the official dev set (conf/task/squad_v2_gen.yaml), official EM/F1 at the last step, mean ± "
-               f"std over seeds {seeds}. The zero-shot row: the same questions before training (every run's step 0).")
+               f"std over seeds {seeds}. The zero-shot row: the same questions before training (every run's step 0). "
+               f"Paired rows: TriAdaptLoRA minus the other method seed by seed, mean with its 95% t-interval; \"ahead\" "
+               f"or \"behind\" only when the interval excludes 0. No choice is made on these questions.")
     return caption, (["", *[name for name, _ in GENERATION_COLUMNS]], rows)
 
 
