@@ -342,6 +342,10 @@ def generation_table(runs: dict) -> tuple[str, tuple[list[str], list[list[str]]]
     last = lambda r: r["last"]["metrics"]["dev"]  # noqa: E731
     rows = [["SmolLM2-135M-Instruct, zero-shot (step 0)",
              *[cell([first(r)[key] for r in every if r["evaluations"][0]["step"] == 0]) for _, key in GENERATION_COLUMNS]]]
+    floor = every[0]["data"]["protocol"].get("all_empty_baseline")
+    if floor is not None:  # the no-answer phrase to every question: EM = F1 = the unanswerable share
+        rows.append([f"\"{every[0]['config']['task']['no_answer']}\" to every question", f"{floor:.2f}", f"{floor:.2f}",
+                     "0.00", "100.00"])
     for method in GENERATION_METHODS:
         if method in runs:
             rows.append([label(method), *[cell([last(r)[key] for r in runs[method].values()], len(seeds))

@@ -371,7 +371,7 @@ def _generation_records(folder: Path) -> None:
         record = {"model": "smollm2", "method": method, "task": "squad_v2_gen", "seed": seed, "steps": 120,
                   "tag": "smollm2_squad", "metric": "f1", "config": config, "evaluations": evaluations,
                   "best": evaluations[1], "last": evaluations[1], "finished_at": "2026-12-07T00:00:00+00:00",
-                  "data": {"protocol": {"train_features": 470, "eval_questions": 100}},
+                  "data": {"protocol": {"train_features": 470, "eval_questions": 100, "all_empty_baseline": 43.0}},
                   "method_state": {"rank_pattern": pattern}}
         (folder / f"{method}-{seed}.json").write_text(json.dumps(record))
 
